@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BuildEventsConfig(AppConfig):
+    name = "buildevents"
+    verbose_name = "Build events"

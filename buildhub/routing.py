@@ -1,0 +1,5 @@
+"""Websocket URL routes of every app, served by ``buildhub.asgi``."""
+
+from builds.routing import websocket_urlpatterns as builds_websockets
+
+websocket_urlpatterns = [*builds_websockets]

@@ -1,0 +1,308 @@
+"""BuildHub settings.
+
+With no environment at all this runs on one machine with no services installed (the
+embedded default): SQLite under var/, a private Redis on a unix socket under var/run/
+(started by ``manage.py runlocal``) and files under var/storage/. Production is switched on
+with ``BUILDHUB_ENV=production`` and configured through the variables listed in README.md.
+"""
+
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from buildhub.env import database_from_url, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("BUILDHUB_VAR_DIR") or BASE_DIR / "var").resolve()
+
+BUILDHUB_ENV = env_str("BUILDHUB_ENV", "development")
+if BUILDHUB_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured(
+        f"BUILDHUB_ENV must be 'development' or 'production', got {BUILDHUB_ENV!r}"
+    )
+PRODUCTION = BUILDHUB_ENV == "production"
+DEBUG = env_bool("DEBUG", False)
+
+
+def _local_secret_key() -> str:
+    """A key generated once per checkout, so sessions survive restarts of the local server."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(64))
+    return path.read_text().strip()
+
+
+if PRODUCTION:
+    SECRET_KEY = env_str("SECRET_KEY")
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        raise ImproperlyConfigured(
+            "Production needs SECRET_KEY: at least 50 random characters from the environment"
+        )
+    for required in ("DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"):
+        if not env_str(required):
+            raise ImproperlyConfigured(f"Production needs {required} in the environment")
+else:
+    SECRET_KEY = env_str("SECRET_KEY") or _local_secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "django_q",
+    "builds",
+    "publishing",
+    "buildevents",
+    "abuse",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "buildhub.middleware.ApiErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "buildhub.urls"
+ASGI_APPLICATION = "buildhub.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {
+        "default": database_from_url(DATABASE_URL, conn_max_age=env_int("CONN_MAX_AGE", 60))
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": Path(env_str("BUILDHUB_SQLITE_PATH") or VAR_DIR / "buildhub.sqlite3"),
+            "OPTIONS": {
+                # WAL lets readers and the one writer work at once; IMMEDIATE takes the write
+                # lock when a transaction starts, so concurrent writers wait instead of failing.
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                ),
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: django-q2 broker, Channels layer, cache, rate limits ------------------------
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "run" / "redis.sock"
+REDIS_URL = env_str("REDIS_URL") or f"unix://{EMBEDDED_REDIS_SOCKET}"
+USES_EMBEDDED_REDIS = not env_str("REDIS_URL")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "buildhub",
+        "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": "buildhub:ws"},
+    }
+}
+
+Q_CLUSTER = {
+    "name": "buildhub",
+    "workers": env_int("BUILDHUB_WORKERS", 2),
+    "redis": REDIS_URL,
+    # A job's own timeout is enforced by the engine; this only stops a stuck ticket handler.
+    "timeout": 3600,
+    "retry": 3660,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 1000,
+    "ack_failures": True,
+    "label": "Task queue",
+}
+
+# --- Job engine -------------------------------------------------------------------------
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30)
+JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10)
+JOB_POLL_SECONDS = float(env_str("JOB_POLL_SECONDS", "0.5"))  # cancel/drain checks
+JOB_RETRY_BASE_SECONDS = env_int("JOB_RETRY_BASE_SECONDS", 30)
+JOB_KILL_GRACE_SECONDS = env_int("JOB_KILL_GRACE_SECONDS", 10)
+WORKER_DRAIN_GRACE_SECONDS = env_int("WORKER_DRAIN_GRACE_SECONDS", 25)
+WORKER_IDLE_SECONDS = env_int("WORKER_IDLE_SECONDS", 600)  # scale to zero after this
+REAPER_INTERVAL_SECONDS = env_int("REAPER_INTERVAL_SECONDS", 15)
+RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5)
+JOB_WORKSPACE_ROOT = env_str("JOB_WORKSPACE_ROOT")  # default: /dev/shm when writable, else tmp
+DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diagnostic")
+
+RATELIMIT_USE_CACHE = "default"
+API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")
+
+# --- Storage ----------------------------------------------------------------------------
+STORAGE_ROOT = VAR_DIR / "storage"
+AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+AWS_PRIVATE_STORAGE_BUCKET_NAME = env_str("AWS_PRIVATE_STORAGE_BUCKET_NAME")
+if AWS_STORAGE_BUCKET_NAME:
+    if not AWS_PRIVATE_STORAGE_BUCKET_NAME:
+        raise ImproperlyConfigured(
+            "AWS_STORAGE_BUCKET_NAME is set: AWS_PRIVATE_STORAGE_BUCKET_NAME must name the "
+            "private bucket for sourcemaps"
+        )
+    _s3 = {
+        "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
+        "region_name": env_str("AWS_S3_REGION_NAME") or None,
+        "file_overwrite": False,
+    }
+    _public_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {**_s3, "bucket_name": AWS_STORAGE_BUCKET_NAME, "querystring_auth": False},
+    }
+    _private_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            **_s3,
+            "bucket_name": AWS_PRIVATE_STORAGE_BUCKET_NAME,
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": env_int("SIGNED_URL_SECONDS", 3600),
+        },
+    }
+else:
+    _public_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": STORAGE_ROOT / "public", "base_url": "/media/public/"},
+    }
+    _private_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": STORAGE_ROOT / "private", "base_url": None},
+    }
+
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing one
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": _public_storage,
+    "private": _private_storage,
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if PRODUCTION
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION
+
+# --- Publishing -------------------------------------------------------------------------
+SECRETS_ENCRYPTION_KEY = env_str("SECRETS_ENCRYPTION_KEY")  # Fernet key; default: from SECRET_KEY
+ARTIFACT_TTL_DAYS = env_int("ARTIFACT_TTL_DAYS", 30)
+SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
+SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)
+UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
+
+# --- Auth, i18n -------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- API --------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "builds.api.auth.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["builds.api.permissions.HasTokenScope"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "buildhub.api.Pagination",
+    "DEFAULT_THROTTLE_CLASSES": ["buildhub.throttling.CacheRateThrottle"],
+    "EXCEPTION_HANDLER": "buildhub.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "BuildHub API",
+    "DESCRIPTION": "Submit mobile builds and publish jobs, follow them, fetch their artifacts.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Swagger UI from static/, not a CDN: the docs work offline and under a strict CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "PlatformEnum": "publishing.choices.Platform",
+        "EnvEnum": "publishing.choices.Environment",
+    },
+}
+
+# --- Security ---------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django-q": {"level": env_str("DJANGO_Q_LOG_LEVEL", "WARNING")},
+    },
+}

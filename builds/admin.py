@@ -1,0 +1,269 @@
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html_join
+
+from buildhub.errors import ServiceError
+from builds.choices import TokenScope
+from builds.engine import lifecycle
+from builds.models import (
+    Account,
+    ApiToken,
+    BuildUsage,
+    EnterpriseLimit,
+    HeatUp,
+    Job,
+    JobLog,
+    Membership,
+    TimeoutAddOn,
+    Worker,
+)
+from builds.services import revoke_api_token
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+class EnterpriseLimitInline(admin.StackedInline):
+    model = EnterpriseLimit
+    extra = 0
+    max_num = 1
+
+
+class TimeoutAddOnInline(admin.TabularInline):
+    model = TimeoutAddOn
+    extra = 0
+    fields = ["kind", "active", "created_at", "ended_at"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "tier", "blocked", "created_at"]
+    list_filter = ["tier", "blocked"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["created_at", "effective_limits_table"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "tier", "created_at"]}),
+        ("Effective limits", {"fields": ["effective_limits_table"]}),
+        ("Blocking", {"fields": ["blocked", "blocked_reason", "blocked_at"]}),
+    ]
+    inlines = [EnterpriseLimitInline, TimeoutAddOnInline, MembershipInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("enterprise_limit")
+            .prefetch_related("timeout_addons")
+        )
+
+    @admin.display(description="Effective limits now")
+    def effective_limits_table(self, account):
+        if account.pk is None:
+            return "Shown once the account is saved."
+        limits = account.effective_limits()
+        rows = [
+            ("Queue", limits.priority_class),
+            (
+                "Timeout",
+                f"{limits.timeout_minutes} min (tier max "
+                f"{limits.tier_max_timeout_minutes} min, add-ons +{limits.addon_minutes})",
+            ),
+            ("Builds per month", limits.builds_per_month or "unlimited"),
+            ("Concurrent builds", limits.max_concurrent),
+            ("Bundle size", f"{limits.max_bundle_mb} MB"),
+        ]
+        return format_html_join(
+            "", "<div><strong>{}</strong>: {}</div>", ((label, value) for label, value in rows)
+        )
+
+
+class ApiTokenForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=TokenScope.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["account", "name", "scopes", "expires_at"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    form = ApiTokenForm
+    list_display = [
+        "name",
+        "account",
+        "key_id",
+        "scope_list",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
+    list_select_related = ["account"]
+    list_filter = ["revoked_at"]
+    search_fields = ["name", "key_id", "account__slug", "account__name"]
+    autocomplete_fields = ["account"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ["key_id", "last_used_at"]
+        return ["account", "key_id", "scopes", "created_at", "revoked_at", "last_used_at"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["account", "name", "scopes", "expires_at"]
+        return [
+            "account",
+            "name",
+            "key_id",
+            "scopes",
+            "created_at",
+            "expires_at",
+            "revoked_at",
+            "last_used_at",
+        ]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    @admin.display(description="scopes")
+    def scope_list(self, token):
+        return ", ".join(token.scopes)
+
+    def save_model(self, request, obj, form, change):
+        secret = None if change else obj.set_new_secret()
+        super().save_model(request, obj, form, change)
+        if secret:
+            messages.warning(
+                request,
+                f"Token secret for {obj.name!r}: {secret} — copy it now; it is not shown again.",
+            )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            revoke_api_token(token)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} token(s).")
+
+
+@admin.register(BuildUsage)
+class BuildUsageAdmin(admin.ModelAdmin):
+    list_display = [
+        "account",
+        "month",
+        "builds_used",
+        "builds_limit",
+        "addon_minutes",
+        "updated_at",
+    ]
+    list_select_related = ["account"]
+    list_filter = ["month"]
+    search_fields = ["account__slug", "account__name"]
+    readonly_fields = [
+        "account",
+        "month",
+        "builds_used",
+        "builds_limit",
+        "addon_minutes",
+        "updated_at",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the engine writes; people read them."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "account",
+        "priority_class",
+        "status",
+        "progress",
+        "stage",
+        "attempts",
+        "created_at",
+    ]
+    list_filter = ["status", "priority_class", "kind", "created_at"]
+    list_select_related = ["account"]
+    search_fields = ["=id", "account__slug", "account__name", "kind", "idempotency_key"]
+    date_hierarchy = "created_at"
+    actions = ["cancel", "retry", "run_now"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def _each(self, request, queryset, verb, service):
+        done, refused = 0, []
+        for job in queryset:
+            try:
+                service(job)
+                done += 1
+            except ServiceError as error:
+                refused.append(f"{job.pk}: {error.message}")
+        self.message_user(request, f"{verb} {done} job(s).")
+        for line in refused:
+            self.message_user(request, line, level=messages.WARNING)
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel(self, request, queryset):
+        self._each(request, queryset, "Cancelled", lifecycle.cancel_job)
+
+    @admin.action(description="Retry selected failed or timed-out jobs")
+    def retry(self, request, queryset):
+        self._each(request, queryset, "Queued again", lifecycle.retry_job)
+
+    @admin.action(description="Run selected queued jobs next in their class")
+    def run_now(self, request, queryset):
+        self._each(request, queryset, "Moved to the front", lifecycle.run_job_now)
+
+
+@admin.register(JobLog)
+class JobLogAdmin(ReadOnlyAdmin):
+    list_display = ["job", "seq", "ts", "level", "message"]
+    list_filter = ["level"]
+    search_fields = ["=job__id"]
+    list_select_related = ["job"]
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    list_display = ["id", "host", "pid", "processes", "state", "started_at", "last_seen"]
+    list_filter = ["state", "host"]
+
+
+@admin.register(HeatUp)
+class HeatUpAdmin(admin.ModelAdmin):
+    list_display = ["workers", "until", "created_at", "created_by", "cancelled_at"]
+    readonly_fields = ["created_at", "created_by", "cancelled_at"]
+
+    def save_model(self, request, obj, form, change):
+        obj.created_by = obj.created_by or request.user.get_username()
+        super().save_model(request, obj, form, change)

@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class BuildsConfig(AppConfig):
+    name = "builds"
+    verbose_name = "Accounts and builds"
+
+    def ready(self):
+        from builds import registry
+        from builds.api import schema  # noqa: F401 - registers the token auth in OpenAPI
+        from builds.engine.diagnostic import sleep_executor
+
+        registry.register_kind(
+            "diagnostic.sleep",
+            sleep_executor,
+            staff_only=True,
+            counts_as_build=False,
+            description="Sleeps in a child process; for tests, benchmarks and fault drills.",
+        )

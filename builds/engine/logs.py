@@ -1,0 +1,92 @@
+"""Job log lines: redacted, numbered without gaps, written in batches by the lease holder."""
+
+import re
+import threading
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from builds.choices import JobStatus, LogLevel
+from builds.engine.events import push_on_commit
+from builds.models import Job, JobLog
+
+REDACTED = "[REDACTED]"
+MAX_LINE = 8000
+_PATTERNS = [
+    re.compile(r"bh_[0-9a-f]{12}_[A-Za-z0-9_\-]{16,}"),  # our API tokens
+    re.compile(r"(?i)(authorization\s*[:=]\s*)(bearer|basic|token)?\s*\S+"),
+    re.compile(r"(?i)\b((?:[a-z0-9]+_)?(?:token|secret|password|api_?key)\s*[=:]\s*)\S+"),
+]
+
+
+def redact(message: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, REDACTED)
+    message = _PATTERNS[0].sub(REDACTED, message)
+    message = _PATTERNS[1].sub(lambda m: f"{m.group(1)}{REDACTED}", message)
+    return _PATTERNS[2].sub(lambda m: f"{m.group(1)}{REDACTED}", message)
+
+
+def append_logs(job_id, lines: list[tuple], *, lease_token=None) -> int:
+    """Store ``(ts, level, message)`` lines after the job's last; returns the new last seq.
+
+    With a lease token the write happens only while that lease holds (0 when it does not).
+    """
+    if not lines:
+        return 0
+    with transaction.atomic():
+        rows = Job.objects.filter(pk=job_id)
+        if lease_token is not None:
+            rows = rows.filter(lease_token=lease_token, status=JobStatus.RUNNING)
+        if not rows.update(log_seq=F("log_seq") + len(lines)):
+            return 0
+        last = Job.objects.filter(pk=job_id).values_list("log_seq", flat=True).get()
+        first = last - len(lines) + 1
+        entries = [
+            JobLog(job_id=job_id, seq=first + offset, ts=ts, level=level, message=message)
+            for offset, (ts, level, message) in enumerate(lines)
+        ]
+        JobLog.objects.bulk_create(entries)
+        for entry in entries:
+            push_on_commit(job_id, log_message(entry))
+    return last
+
+
+def log_message(entry: JobLog) -> dict:
+    return {
+        "event": "log",
+        "job": str(entry.job_id),
+        "seq": entry.seq,
+        "ts": entry.ts.isoformat(),
+        "level": entry.level,
+        "message": entry.message,
+    }
+
+
+class LogBuffer:
+    """Collects a running job's lines and writes them in batches (flushed by the monitor)."""
+
+    def __init__(self, job_id, lease_token, secrets: set[str]):
+        self.job_id = job_id
+        self.lease_token = lease_token
+        self.secrets = secrets
+        self._lines: list[tuple] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()  # one batch at a time keeps seq in line order
+
+    def add(self, message: str, level: str = LogLevel.INFO) -> None:
+        clean = redact(message.rstrip("\n"), self.secrets)[:MAX_LINE]
+        with self._lock:
+            self._lines.append((timezone.now(), level, clean))
+
+    def __len__(self):
+        return len(self._lines)
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                lines, self._lines = self._lines, []
+            if lines:
+                append_logs(self.job_id, lines, lease_token=self.lease_token)

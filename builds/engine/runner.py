@@ -1,0 +1,351 @@
+"""Running a claimed job inside a worker process.
+
+The executor works in a fresh workspace and runs external tools as children in their own
+process groups. A monitor thread renews the lease, watches for cancel, drain and timeout,
+and flushes log batches; once the lease is lost the job's process group is stopped and
+nothing more is written.
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from builds import registry
+from builds.choices import JobStatus, LogLevel, WorkerState
+from builds.engine import lifecycle
+from builds.engine.claim import claim_next_job
+from builds.engine.dispatch import issue_ticket
+from builds.engine.logs import LogBuffer
+from builds.models import Job, Worker
+
+logger = logging.getLogger("buildhub.jobs")
+
+WORKSPACE_PREFIX = "buildhub-job-"
+PR_SET_PDEATHSIG = 1
+
+
+class RetryableError(Exception):
+    """The attempt failed for a reason that may pass (network, a busy service)."""
+
+
+class JobFailed(Exception):
+    """The job cannot succeed as submitted; retrying would fail the same way."""
+
+
+class JobStopped(Exception):
+    """Raised inside the executor once the job must stop (cancel, timeout, lease, drain)."""
+
+
+class StopReason:
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    LEASE_LOST = "lease_lost"
+    RELEASED = "released"
+
+
+def workspace_root() -> Path:
+    if settings.JOB_WORKSPACE_ROOT:
+        return Path(settings.JOB_WORKSPACE_ROOT)
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
+def make_workspace(job: Job) -> Path:
+    root = workspace_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{WORKSPACE_PREFIX}{job.pk}-", dir=root))
+
+
+def sweep_workspaces() -> int:
+    """Delete workspaces whose job is not running (left by a killed worker)."""
+    root = workspace_root()
+    removed = 0
+    if not root.is_dir():
+        return 0
+    for path in root.glob(f"{WORKSPACE_PREFIX}*"):
+        job_id = path.name[len(WORKSPACE_PREFIX) :][:36]
+        if not Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _die_with_worker() -> None:
+    """In the child before exec: be killed if the worker process dies (kill -9 included)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the reaper still re-queues the job; the tool may run on alone
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def kill_process_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the child's whole group, SIGKILL after ``grace`` seconds; reap the child."""
+    signal_group(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    signal_group(process.pid, signal.SIGKILL)  # and anything the child left behind
+    process.wait()
+
+
+class JobContext:
+    """What an executor gets: params, a workspace, logging, progress and ``run``."""
+
+    def __init__(self, job: Job, workspace: Path):
+        self.job = job
+        self.params = job.params or {}
+        self.workspace = workspace
+        self.lease_token = job.lease_token
+        self.secrets: set[str] = set()
+        self.logs = LogBuffer(job.pk, job.lease_token, self.secrets)
+        self.deadline = time.monotonic() + job.timeout_seconds
+        self.stop_event = threading.Event()
+        self.stop_reason: str | None = None
+
+    # --- reporting -------------------------------------------------------------------
+    def add_secret(self, value: str) -> None:
+        """Values redacted from every log line of this job (tokens, passwords...)."""
+        if value:
+            self.secrets.add(str(value))
+
+    def log(self, message: str, level: str = LogLevel.INFO) -> None:
+        self.logs.add(message, level)
+
+    def progress(self, percent: int | None = None, stage: str | None = None) -> None:
+        self.logs.flush()  # lines written before a stage change come before it
+        if not lifecycle.set_progress(self.job.pk, self.lease_token, percent, stage):
+            self.stop(StopReason.LEASE_LOST)
+            self.check()
+
+    # --- stopping --------------------------------------------------------------------
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop_event.set()
+
+    def check(self) -> None:
+        if time.monotonic() >= self.deadline:
+            self.stop(StopReason.TIMED_OUT)
+        if self.stop_event.is_set():
+            raise JobStopped(self.stop_reason)
+
+    def sleep(self, seconds: float) -> None:
+        self.stop_event.wait(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        self.check()
+
+    # --- external tools --------------------------------------------------------------
+    def run(self, args, *, env=None, cwd=None, on_line=None, check=True) -> int:
+        """Run a tool in its own process group, logging its output line by line.
+
+        Stops it (SIGTERM to the group, SIGKILL after the grace period) on timeout, cancel,
+        drain or a lost lease, then raises JobStopped. A non-zero exit raises JobFailed.
+        """
+        self.check()
+        process = subprocess.Popen(
+            [str(arg) for arg in args],
+            cwd=cwd or self.workspace,
+            env={**os.environ, **(env or {})} if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+            preexec_fn=_die_with_worker,
+        )
+        lines: queue.Queue = queue.Queue()
+
+        def read():
+            for line in process.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        finished_output = False
+        while True:
+            try:
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                finished_output = True
+            elif line:
+                self.log(line)
+                if on_line is not None:
+                    on_line(line)
+            if time.monotonic() >= self.deadline:
+                self.stop(StopReason.TIMED_OUT)
+            if self.stop_event.is_set():
+                kill_process_group(process, settings.JOB_KILL_GRACE_SECONDS)
+                break
+            if finished_output and process.poll() is not None:
+                break
+        returncode = process.wait()
+        signal_group(process.pid, signal.SIGKILL)  # grandchildren must not outlive the step
+        reader.join(timeout=5)
+        process.stdout.close()
+        self.check()
+        if check and returncode != 0:
+            raise JobFailed(f"{Path(str(args[0])).name} exited with code {returncode}")
+        return returncode
+
+
+class Monitor(threading.Thread):
+    """Renews the lease and watches for cancel, drain and timeout while the job runs."""
+
+    def __init__(self, context: JobContext):
+        super().__init__(daemon=True, name=f"monitor-{context.job.pk}")
+        self.context = context
+        self.done = threading.Event()
+
+    def run(self):
+        context = self.context
+        job_id = context.job.pk
+        next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
+        try:
+            while not self.done.wait(settings.JOB_POLL_SECONDS):
+                row = (
+                    Job.objects.filter(pk=job_id)
+                    .values_list(
+                        "status", "lease_token", "cancel_requested_at", "worker__drain_deadline"
+                    )
+                    .first()
+                )
+                if row is None or row[0] != JobStatus.RUNNING or row[1] != context.lease_token:
+                    context.stop(StopReason.LEASE_LOST)
+                elif row[2] is not None:
+                    context.stop(StopReason.CANCELLED)
+                elif row[3] is not None and timezone.now() >= row[3]:
+                    context.stop(StopReason.RELEASED)
+                if time.monotonic() >= context.deadline:
+                    context.stop(StopReason.TIMED_OUT)
+                if time.monotonic() >= next_renewal:
+                    if not lifecycle.renew_lease(job_id, context.lease_token):
+                        context.stop(StopReason.LEASE_LOST)
+                    next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
+                if context.stop_reason != StopReason.LEASE_LOST:
+                    context.logs.flush()
+        except Exception:  # noqa: BLE001 - a monitor that dies must not leave a job unwatched
+            logger.exception("monitor of job %s failed; stopping the job", job_id)
+            context.stop(StopReason.LEASE_LOST)
+        finally:
+            connection.close()
+
+
+def _finish(context: JobContext, result, error: str, retryable: bool) -> None:
+    job, token = context.job, context.lease_token
+    reason = context.stop_reason
+    if reason == StopReason.LEASE_LOST:
+        logger.warning("job %s lost its lease; its result is discarded", job.pk)
+        return
+    if reason is None and error:
+        context.log(error, LogLevel.ERROR)
+    try:
+        context.logs.flush()
+    except Exception:  # noqa: BLE001 - the state change below matters more than log lines
+        logger.exception("could not write the last log lines of job %s", job.pk)
+    if reason == StopReason.CANCELLED:
+        lifecycle.finish_cancelled_job(job.pk, token)
+    elif reason == StopReason.TIMED_OUT:
+        lifecycle.time_out_job(job.pk, token, job.timeout_seconds)
+    elif reason == StopReason.RELEASED:
+        lifecycle.release_job(job.pk, token)
+    elif error:
+        lifecycle.fail_job(job.pk, token, error, retryable=retryable)
+    else:
+        lifecycle.succeed_job(job.pk, token, result)
+
+
+def execute_claimed(job: Job) -> None:
+    kind = registry.get_kind(job.kind)
+    workspace = make_workspace(job)
+    context = JobContext(job, workspace)
+    monitor = Monitor(context)
+    monitor.start()
+    result, error, retryable = None, "", False
+    try:
+        if kind is None:
+            raise JobFailed(f"no executor for job kind {job.kind!r} on this worker")
+        context.log(f"attempt {job.attempts} of {job.max_attempts} on {job.worker_id}")
+        result = kind.execute(context)
+        context.check()
+    except JobStopped:
+        pass
+    except RetryableError as failure:
+        error, retryable = str(failure) or "retryable failure", True
+    except JobFailed as failure:
+        error = str(failure) or "failed"
+    except Exception as failure:  # noqa: BLE001 - an executor bug fails the job, not the worker
+        error = f"{type(failure).__name__}: {failure}"
+        context.log(traceback.format_exc(), LogLevel.ERROR)
+    finally:
+        monitor.done.set()
+        monitor.join()
+        try:
+            _finish(context, result, error, retryable)
+        finally:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
+def current_worker_id() -> str:
+    """This process's worker: the runcluster that started it, or the process itself."""
+    return os.environ.get("BUILDHUB_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_state(worker_id: str) -> str:
+    """The worker's registered state, registering a worker that is not (a plain qcluster)."""
+    state = Worker.objects.filter(pk=worker_id).values_list("state", flat=True).first()
+    if state is None:
+        host, _, rest = worker_id.partition(":")
+        pid = rest.split(":")[0]
+        worker, _ = Worker.objects.get_or_create(
+            pk=worker_id,
+            defaults={
+                "host": host,
+                "pid": int(pid) if pid.isdigit() else os.getpid(),
+                "state": WorkerState.BUSY,
+            },
+        )
+        state = worker.state
+    return state
+
+
+def run_next_job() -> str | None:
+    """The dispatch ticket's work: claim the best eligible job, run it, issue the next ticket."""
+    close_old_connections()
+    worker_id = current_worker_id()
+    if worker_state(worker_id) == WorkerState.DRAINING:
+        issue_ticket()  # this worker is stopping: hand the ticket to another
+        return None
+    job = claim_next_job(worker_id)
+    if job is None:
+        return None
+    try:
+        execute_claimed(job)
+    finally:
+        issue_ticket()  # a slot is free: whoever waits for it gets a ticket
+        close_old_connections()
+    return str(job.pk)

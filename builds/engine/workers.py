@@ -1,0 +1,117 @@
+"""The worker registry, drain, heat-up and the periodic sweeps the supervisor runs."""
+
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.db.models import Max, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from buildhub.errors import ServiceError
+from builds.choices import LIVE_WORKER_STATES, JobStatus, WorkerState
+from builds.engine import lifecycle
+from builds.engine.lifecycle import after
+from builds.models import HeatUp, Job, Worker
+
+logger = logging.getLogger("buildhub.workers")
+
+MAX_HEATUP_WORKERS = 50
+MAX_HEATUP_DURATION = dt.timedelta(hours=24)
+
+
+def register_worker(worker_id: str, host: str, pid: int, processes: int) -> Worker:
+    worker, _ = Worker.objects.update_or_create(
+        pk=worker_id,
+        defaults={
+            "host": host,
+            "pid": pid,
+            "processes": processes,
+            "state": WorkerState.STARTING,
+            "last_seen": Now(),
+            "drain_deadline": None,
+            "stopped_at": None,
+        },
+    )
+    return worker
+
+
+def running_jobs_of(worker_id: str) -> int:
+    return Job.objects.filter(worker_id=worker_id, status=JobStatus.RUNNING).count()
+
+
+def touch_worker(worker_id: str) -> None:
+    """Heartbeat of a live cluster: last_seen now, idle or busy from its running jobs."""
+    state = WorkerState.BUSY if running_jobs_of(worker_id) else WorkerState.IDLE
+    Worker.objects.filter(pk=worker_id, state__in=LIVE_WORKER_STATES).update(
+        last_seen=Now(), state=state
+    )
+    Worker.objects.filter(pk=worker_id, state=WorkerState.DRAINING).update(last_seen=Now())
+
+
+def begin_drain(worker_id: str, grace_seconds: float) -> None:
+    """Stop claiming; running jobs get ``grace_seconds`` to finish, then release themselves."""
+    Worker.objects.filter(pk=worker_id).exclude(state=WorkerState.STOPPED).update(
+        state=WorkerState.DRAINING, drain_deadline=after(grace_seconds), last_seen=Now()
+    )
+
+
+def mark_stopped(worker_id: str) -> None:
+    Worker.objects.filter(pk=worker_id).update(
+        state=WorkerState.STOPPED, stopped_at=Now(), last_seen=Now()
+    )
+
+
+def live_workers():
+    fresh_since = timezone.now() - dt.timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    return Worker.objects.filter(state__in=LIVE_WORKER_STATES, last_seen__gte=fresh_since)
+
+
+def worker_capacity() -> int:
+    """Job slots of the live workers (each cluster runs ``processes`` jobs at once)."""
+    return sum(live_workers().values_list("processes", flat=True))
+
+
+# --- heat-up -----------------------------------------------------------------------------
+def heat_up(workers: int, duration: dt.timedelta, *, by: str = "") -> HeatUp:
+    """Keep at least ``workers`` clusters warm for ``duration`` (ahead of a known peak)."""
+    if not 1 <= workers <= MAX_HEATUP_WORKERS:
+        raise ServiceError(
+            f"Heat-up takes 1 to {MAX_HEATUP_WORKERS} workers.", fields={"workers": "out of range"}
+        )
+    if not dt.timedelta(minutes=1) <= duration <= MAX_HEATUP_DURATION:
+        raise ServiceError(
+            "Heat-up lasts from 1 minute to 24 hours.", fields={"duration": "out of range"}
+        )
+    return HeatUp.objects.create(workers=workers, until=timezone.now() + duration, created_by=by)
+
+
+def cool_down() -> int:
+    """End every active heat-up now; returns how many ended."""
+    return active_heat_ups().update(cancelled_at=Now())
+
+
+def active_heat_ups():
+    return HeatUp.objects.filter(cancelled_at__isnull=True, until__gt=Now())
+
+
+def heat_floor() -> int:
+    return active_heat_ups().aggregate(floor=Max("workers"))["floor"] or 0
+
+
+# --- sweeps ------------------------------------------------------------------------------
+def reap_expired_leases() -> int:
+    """Jobs whose worker stopped renewing: retried (attempts left) or failed."""
+    expired = Job.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=Now()).values_list(
+        "pk", "lease_token"
+    )
+    reaped = 0
+    for job_id, lease_token in expired:
+        if lifecycle.reap_expired_lease(job_id, lease_token) is not None:
+            logger.warning("job %s lost its worker; requeued or failed", job_id)
+            reaped += 1
+    return reaped
+
+
+def queue_is_active() -> bool:
+    return Job.objects.filter(Q(status=JobStatus.QUEUED) | Q(status=JobStatus.RUNNING)).exists()

@@ -1,0 +1,224 @@
+import uuid
+
+from rest_framework import serializers
+
+from publishing.artifacts import signed_file_url
+from publishing.choices import (
+    BuildStage,
+    BuildTarget,
+    Channel,
+    Environment,
+    Platform,
+    Provider,
+)
+from publishing.models import App, Artifact, Device, Release, Version
+
+
+class AppSerializer(serializers.ModelSerializer):
+    platforms = serializers.ListField(
+        child=serializers.ChoiceField(choices=Platform.choices), allow_empty=False
+    )
+
+    class Meta:
+        model = App
+        fields = ["slug", "name", "platforms", "runtime_version", "app_key", "created_at"]
+        read_only_fields = ["app_key", "created_at"]
+
+    def validate_platforms(self, value):
+        return sorted(set(value))
+
+    def validate_slug(self, value):
+        account = self.context["account"]
+        taken = App.objects.filter(account=account, slug=value)
+        if self.instance is not None:
+            taken = taken.exclude(pk=self.instance.pk)
+        if taken.exists():
+            raise serializers.ValidationError("This account has an app with this slug already.")
+        return value
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Artifact
+        fields = [
+            "id",
+            "kind",
+            "platform",
+            "size",
+            "sha256",
+            "content_type",
+            "visibility",
+            "simulated",
+            "created_at",
+            "expires_at",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_download_url(self, artifact) -> str:
+        request = self.context.get("request")
+        path = f"/api/v1/artifacts/{artifact.pk}/download/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class VersionSerializer(serializers.ModelSerializer):
+    assets = ArtifactSerializer(many=True, read_only=True)
+    builds = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Version
+        fields = [
+            "number",
+            "channel",
+            "status",
+            "runtime_version",
+            "created_at",
+            "published_at",
+            "assets",
+            "builds",
+        ]
+        read_only_fields = fields
+
+    def get_builds(self, version) -> list[str]:
+        return [str(job.pk) for job in version.builds.all()]
+
+
+class CreateVersionSerializer(serializers.Serializer):
+    build = serializers.ListField(child=serializers.UUIDField(), allow_empty=False)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and isinstance(data.get("build"), str):
+            data = {**data, "build": [data["build"]]}
+        return super().to_internal_value(data)
+
+
+class PublishSerializer(serializers.Serializer):
+    target_environment = serializers.ChoiceField(
+        choices=Environment.choices, default=Environment.PRODUCTION
+    )
+
+
+class JobSerializer(serializers.Serializer):
+    """The job a request queued (the jobs API gives its full state and progress)."""
+
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    stage = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="version.number")
+
+    class Meta:
+        model = Release
+        fields = [
+            "env",
+            "version",
+            "manifest_key",
+            "published_at",
+            "rollout_percent",
+            "mandatory",
+            "rolled_back_at",
+        ]
+        read_only_fields = fields
+
+
+class UpdateCheckQuerySerializer(serializers.Serializer):
+    app = serializers.SlugField()
+    platform = serializers.ChoiceField(choices=Platform.choices)
+    runtime_version = serializers.CharField(max_length=64)
+    channel = serializers.CharField(max_length=32, required=False, default="")
+    env = serializers.ChoiceField(choices=Environment.choices, default=Environment.PRODUCTION)
+    current = serializers.RegexField(r"^[0-9a-f]{64}$", required=False, default="")
+    device = serializers.CharField(max_length=128, required=False, default="")
+
+
+class UpdateSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    bundle_url = serializers.CharField()
+    sha256 = serializers.CharField()
+    size = serializers.IntegerField()
+    mandatory = serializers.BooleanField()
+    published_at = serializers.CharField()
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Device
+        fields = ["device_id", "platform", "runtime_version", "created_at", "last_seen"]
+        read_only_fields = ["created_at", "last_seen"]
+        validators = []  # (app, device_id) is unique: registering again updates the device
+
+
+def artifact_link(artifact, request) -> str:
+    return signed_file_url(artifact, request)
+
+
+class BuildRequestSerializer(serializers.Serializer):
+    """A build request; combinations a worker cannot run are refused naming the field."""
+
+    app = serializers.SlugField()
+    target = serializers.ChoiceField(choices=BuildTarget.choices)
+    platform = serializers.ChoiceField(choices=Platform.choices)
+    stage = serializers.ChoiceField(choices=BuildStage.choices, default=BuildStage.BUILD)
+    provider = serializers.ChoiceField(choices=Provider.choices, required=False)
+    channel = serializers.ChoiceField(choices=Channel.choices, default=Channel.PRODUCTION)
+    source = serializers.DictField(required=False)
+    timeout_minutes = serializers.IntegerField(required=False, min_value=1)
+    dry_run = serializers.BooleanField(default=False)
+
+    PROVIDERS = {
+        BuildTarget.OTA: {Provider.LOCAL},
+        BuildTarget.EXPO: {Provider.EAS},
+        BuildTarget.FLUTTER: {Provider.LOCAL, Provider.CI},
+        BuildTarget.FLUTTERFLOW: {Provider.CI, Provider.LOCAL},
+    }
+    DEFAULT_PROVIDER = {
+        BuildTarget.OTA: Provider.LOCAL,
+        BuildTarget.EXPO: Provider.EAS,
+        BuildTarget.FLUTTER: Provider.LOCAL,
+        BuildTarget.FLUTTERFLOW: Provider.CI,
+    }
+
+    def validate_source(self, source):
+        if set(source) == {"upload"}:
+            try:
+                return {"upload": str(uuid.UUID(str(source["upload"])))}
+            except ValueError:
+                raise serializers.ValidationError("upload must be a source upload id.") from None
+        if set(source) in ({"git"}, {"git", "ref"}):
+            url, ref = source.get("git"), source.get("ref", "")
+            if not isinstance(url, str) or not isinstance(ref, str):
+                raise serializers.ValidationError("git and ref are strings.")
+            return {"git": url, "ref": ref}
+        raise serializers.ValidationError('Give {"upload": id} or {"git": url, "ref": ref}.')
+
+    def validate(self, data):
+        target = data["target"]
+        provider = data.setdefault("provider", self.DEFAULT_PROVIDER[target])
+        if provider not in self.PROVIDERS[target]:
+            allowed = ", ".join(sorted(self.PROVIDERS[target]))
+            raise serializers.ValidationError({"provider": f"{target} builds use: {allowed}."})
+        if data["stage"] == BuildStage.SUBMIT and target != BuildTarget.EXPO:
+            raise serializers.ValidationError({"stage": "Only expo builds can be submitted."})
+        if (target, data["platform"], provider) == (
+            BuildTarget.FLUTTER,
+            Platform.IOS,
+            Provider.LOCAL,
+        ):
+            raise serializers.ValidationError(
+                {"provider": "iOS Flutter builds need macOS; use provider ci."}
+            )
+        needs_source = target == BuildTarget.OTA or (
+            target in (BuildTarget.EXPO, BuildTarget.FLUTTER)
+            and data["stage"] == BuildStage.BUILD
+            and provider != Provider.CI
+            and not data["dry_run"]
+        )
+        if needs_source and "source" not in data:
+            raise serializers.ValidationError({"source": f"{target} builds need a source."})
+        return data

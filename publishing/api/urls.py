@@ -1,0 +1,23 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from publishing.api.views import (
+    AppViewSet,
+    ArtifactFileView,
+    ArtifactViewSet,
+    BundleDownloadView,
+    DeviceRegisterView,
+    UpdateCheckView,
+)
+
+router = SimpleRouter()
+router.register("apps", AppViewSet, basename="app")
+router.register("artifacts", ArtifactViewSet, basename="artifact")
+
+urlpatterns = [
+    path("artifacts/<uuid:artifact_id>/file/", ArtifactFileView.as_view(), name="artifact-file"),
+    path("bundles/<uuid:artifact_id>/", BundleDownloadView.as_view(), name="bundle-download"),
+    path("updates/check", UpdateCheckView.as_view(), name="update-check"),
+    path("devices/register", DeviceRegisterView.as_view(), name="device-register"),
+    *router.urls,
+]

@@ -1,0 +1,279 @@
+from django.db import transaction
+from django.http import FileResponse, HttpResponseRedirect
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from buildhub.errors import ServiceError
+from builds.api.permissions import caller_account
+from builds.choices import TokenScope
+from builds.models import Account
+from publishing import artifacts, releases
+from publishing.api.serializers import (
+    AppSerializer,
+    ArtifactSerializer,
+    CreateVersionSerializer,
+    DeviceSerializer,
+    JobSerializer,
+    PublishSerializer,
+    ReleaseSerializer,
+    UpdateCheckQuerySerializer,
+    UpdateSerializer,
+    VersionSerializer,
+)
+from publishing.choices import ArtifactKind, Visibility
+from publishing.models import App, Artifact, Device
+
+READ, WRITE, PUBLISH = TokenScope.BUILDS_READ, TokenScope.BUILDS_WRITE, TokenScope.PUBLISH
+
+
+def request_account(request) -> Account:
+    """The account a request acts for: the token's, or for staff the one they name."""
+    account = caller_account(request)
+    if account is not None:
+        return account
+    slug = request.query_params.get("account") or (
+        request.data.get("account") if hasattr(request.data, "get") else None
+    )
+    if not slug:
+        raise ServiceError(
+            "Staff requests name the account: ?account=<slug>.", fields={"account": "required"}
+        )
+    account = Account.objects.filter(slug=slug).first()
+    if account is None:
+        raise ServiceError("No such account.", code="not_found", status=404)
+    return account
+
+
+class AppViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The account's apps; each has a public ``app_key`` its devices send as ``X-App-Key``."""
+
+    serializer_class = AppSerializer
+    lookup_field = "slug"
+    required_scopes = {
+        "list": READ,
+        "retrieve": READ,
+        "versions": READ,
+        "create": WRITE,
+        "update": WRITE,
+        "partial_update": WRITE,
+        "create_version": PUBLISH,
+        "publish": PUBLISH,
+        "rollback": PUBLISH,
+    }
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
+            return App.objects.none()
+        return App.objects.filter(account=request_account(self.request)).select_related("account")
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.action in {"create", "update", "partial_update"}:
+            context["account"] = request_account(self.request)
+        return context
+
+    def perform_create(self, serializer):
+        serializer.save(account=request_account(self.request))
+
+    @extend_schema(responses=VersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request, slug=None):
+        app = self.get_object()
+        page = self.paginate_queryset(
+            app.versions.prefetch_related("assets", "builds").order_by("-number")
+        )
+        data = VersionSerializer(page, many=True, context=self.get_serializer_context()).data
+        return self.get_paginated_response(data)
+
+    @extend_schema(request=CreateVersionSerializer, responses={201: VersionSerializer})
+    @versions.mapping.post
+    def create_version(self, request, slug=None):
+        app = self.get_object()
+        body = CreateVersionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        version = releases.create_version(app, body.validated_data["build"])
+        return Response(
+            VersionSerializer(version, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(request=PublishSerializer, responses={202: JobSerializer})
+    @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>[0-9]+)/publish")
+    def publish(self, request, slug=None, number=None):
+        """Queue the publish job of a ready version (202 with the job)."""
+        app = self.get_object()
+        version = app.versions.filter(number=number).first()
+        if version is None:
+            raise ServiceError("No such version.", code="not_found", status=404)
+        body = PublishSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job, _ = releases.request_publish(
+            version,
+            body.validated_data["target_environment"],
+            submitted_by=str(request.user),
+            staff=request.user.is_staff,
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+        )
+        return Response(
+            JobSerializer(job, context=self.get_serializer_context()).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+    @extend_schema(request=None, responses=ReleaseSerializer)
+    @action(detail=True, methods=["post"], url_path=r"releases/(?P<env>[a-z]+)/rollback")
+    def rollback(self, request, slug=None, env=None):
+        release = releases.rollback(self.get_object(), env)
+        return Response(ReleaseSerializer(release).data)
+
+
+class ArtifactViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ArtifactSerializer
+    required_scope = READ
+
+    def get_queryset(self):
+        account = caller_account(self.request)
+        rows = Artifact.objects.all()
+        return rows if account is None else rows.filter(account=account)
+
+    @extend_schema(responses={302: None, 410: None})
+    @action(detail=True, methods=["get"])
+    def download(self, request, pk=None):
+        """Redirect to a link valid for an hour (sourcemaps: for their owner only)."""
+        artifact = self.get_object()
+        artifacts.ensure_available(artifact)
+        return HttpResponseRedirect(artifacts.signed_file_url(artifact, request))
+
+
+class ArtifactFileView(APIView):
+    """The bytes behind a signed link (filesystem storage; S3 links go to the bucket)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    @extend_schema(responses={200: bytes, 403: None, 410: None})
+    def get(self, request, artifact_id):
+        artifact = artifacts.artifact_for_token(artifact_id, request.query_params.get("token", ""))
+        return _file_response(artifact)
+
+
+def _file_response(artifact: Artifact) -> FileResponse:
+    response = FileResponse(
+        artifacts.open_artifact(artifact),
+        content_type=artifact.content_type or "application/octet-stream",
+    )
+    response["Content-Length"] = str(artifact.size)
+    response["ETag"] = f'"{artifact.sha256}"'
+    return response
+
+
+class BundleDownloadView(APIView):
+    """A public OTA bundle, as devices download it (addressed by id, checked by sha256)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    @extend_schema(responses={200: bytes, 404: None, 410: None})
+    def get(self, request, artifact_id):
+        artifact = Artifact.objects.filter(
+            pk=artifact_id, kind=ArtifactKind.OTA_BUNDLE, visibility=Visibility.PUBLIC
+        ).first()
+        if artifact is None:
+            raise ServiceError("Not found.", code="not_found", status=404)
+        artifacts.ensure_available(artifact)
+        return _file_response(artifact)
+
+
+def app_for_key(request, slug: str | None = None) -> App:
+    key = request.headers.get("X-App-Key", "")
+    app = App.objects.filter(app_key=key).first() if key else None
+    if app is None or (slug is not None and app.slug != slug):
+        raise ServiceError(
+            "Unknown app key: send the app's X-App-Key header.",
+            code="not_authenticated",
+            status=401,
+        )
+    return app
+
+
+class UpdateCheckView(APIView):
+    """Device update check: 200 with the bundle to install, 204 when there is none."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    @extend_schema(
+        parameters=[UpdateCheckQuerySerializer, OpenApiParameter("X-App-Key", str, "header", True)],
+        responses={200: UpdateSerializer, 204: None},
+    )
+    def get(self, request):
+        query = UpdateCheckQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        app = app_for_key(request, params["app"])
+        update = releases.check_for_update(
+            app,
+            platform=params["platform"],
+            runtime_version=params["runtime_version"],
+            channel=params["channel"],
+            env=params["env"],
+            current_sha=params["current"],
+            device_id=params["device"] or request.headers.get("X-Device-Id", ""),
+        )
+        if update is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        if update["bundle_url"].startswith("/"):
+            update["bundle_url"] = request.build_absolute_uri(update["bundle_url"])
+        return Response(update)
+
+
+class DeviceRegisterView(APIView):
+    """Register (or refresh) a device of the app named by ``X-App-Key``; idempotent."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    @extend_schema(
+        request=DeviceSerializer,
+        parameters=[OpenApiParameter("X-App-Key", str, "header", True)],
+        responses={200: DeviceSerializer, 201: DeviceSerializer},
+    )
+    def post(self, request):
+        app = app_for_key(request)
+        body = DeviceSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        with transaction.atomic():
+            device, created = Device.objects.get_or_create(
+                app=app,
+                device_id=data["device_id"],
+                defaults={
+                    "platform": data["platform"],
+                    "runtime_version": data.get("runtime_version", ""),
+                },
+            )
+            if not created:
+                Device.objects.filter(pk=device.pk).update(
+                    platform=data["platform"],
+                    runtime_version=data.get("runtime_version", ""),
+                    last_seen=timezone.now(),
+                )
+                device.refresh_from_db()
+        return Response(
+            DeviceSerializer(device).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )

@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class PublishingConfig(AppConfig):
+    name = "publishing"
+    verbose_name = "Publishing"
+
+    def ready(self):
+        from builds import registry
+        from builds.engine import events
+        from publishing import releases
+
+        registry.register_kind(
+            releases.PUBLISH_KIND,
+            releases.publish_executor,
+            counts_as_build=False,
+            description="Publish a version: release.json, then switch devices to it.",
+        )
+        events.job_failed.connect(releases.on_publish_job_ended, dispatch_uid="publish-ended")

@@ -1,0 +1,187 @@
+import secrets
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from builds.models import Account
+from publishing.choices import (
+    ArtifactKind,
+    Channel,
+    Environment,
+    Platform,
+    VersionStatus,
+    Visibility,
+)
+
+
+def new_app_key() -> str:
+    return f"app_{secrets.token_urlsafe(18)}"
+
+
+class App(models.Model):
+    """A customer's mobile app; devices identify it by its public ``app_key``."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="apps")
+    slug = models.SlugField(max_length=64)
+    name = models.CharField(max_length=200)
+    platforms = models.JSONField(default=list)
+    runtime_version = models.CharField(max_length=64, blank=True)
+    app_key = models.CharField(max_length=64, unique=True, default=new_app_key, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["account__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "slug"], name="app_unique_account_slug")
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.account.slug})"
+
+
+class SourceUpload(models.Model):
+    """An uploaded .tar.gz or .zip of an app's source, kept in private storage for builds."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="source_uploads")
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="source_uploads")
+    storage_key = models.CharField(max_length=300)
+    filename = models.CharField(max_length=255, blank=True)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"source {self.id} of {self.app}"
+
+
+class Artifact(models.Model):
+    """A build output in storage (or an external URL) with its size, hash and expiry."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="artifacts")
+    job = models.ForeignKey(
+        "builds.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts"
+    )
+    app = models.ForeignKey(
+        App, null=True, blank=True, on_delete=models.CASCADE, related_name="artifacts"
+    )
+    kind = models.CharField(max_length=24, choices=ArtifactKind.choices)
+    platform = models.CharField(max_length=16, choices=Platform.choices, blank=True)
+    storage_key = models.CharField(max_length=400, blank=True)
+    url = models.URLField(max_length=1000, blank=True)
+    visibility = models.CharField(
+        max_length=8, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    simulated = models.BooleanField(default=False, help_text="Made by a dry run, not a real build.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["expires_at"],
+                name="artifact_expiry",
+                condition=models.Q(deleted_at__isnull=True),
+            ),
+            models.Index(fields=["sha256"], name="artifact_sha256"),
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.id}"
+
+
+class Version(models.Model):
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.PRODUCTION)
+    status = models.CharField(
+        max_length=16, choices=VersionStatus.choices, default=VersionStatus.DRAFT
+    )
+    runtime_version = models.CharField(max_length=64, blank=True)
+    assets = models.ManyToManyField(Artifact, related_name="versions", blank=True)
+    builds = models.ManyToManyField("builds.Job", related_name="versions", blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["app", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["app", "number"], name="version_unique_app_number")
+        ]
+
+    def __str__(self):
+        return f"{self.app.slug} v{self.number}"
+
+
+class Release(models.Model):
+    """A version published to an environment; the newest live one is what devices get."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="releases")
+    env = models.CharField(max_length=16, choices=Environment.choices)
+    version = models.ForeignKey(Version, on_delete=models.PROTECT, related_name="releases")
+    manifest_key = models.CharField(max_length=300)
+    manifest = models.JSONField(default=dict)
+    published_at = models.DateTimeField(default=timezone.now)
+    rollout_percent = models.PositiveSmallIntegerField(default=100)
+    mandatory = models.BooleanField(default=False)
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey("builds.Job", null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["app", "env", "-published_at"]
+        indexes = [models.Index(fields=["app", "env", "-published_at"], name="release_current")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(rollout_percent__lte=100), name="release_rollout_at_most_100"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.app.slug} v{self.version.number} on {self.env}"
+
+
+class Device(models.Model):
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="devices")
+    device_id = models.CharField(max_length=128)
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    runtime_version = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_seen = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "device_id"], name="device_unique_app_device")
+        ]
+
+    def __str__(self):
+        return f"{self.device_id} ({self.platform})"
+
+
+class AccountSecret(models.Model):
+    """A value a build needs (e.g. EXPO_TOKEN), encrypted at rest, given to tools as env."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=64)
+    value_encrypted = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["account", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "name"], name="secret_unique_account_name")
+        ]
+
+    def __str__(self):
+        return f"{self.name} of {self.account}"

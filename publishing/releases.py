@@ -1,0 +1,381 @@
+"""Versions, the publish workflow, rollback and the device update check."""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, storages
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from buildhub.errors import ServiceError
+from builds.choices import JobStatus
+from builds.engine.runner import JobFailed
+from builds.engine.submit import submit_job
+from builds.models import Job
+from publishing.artifacts import CHUNK, open_artifact
+from publishing.choices import ArtifactKind, Environment, VersionStatus
+from publishing.models import App, Artifact, Release, Version
+
+PUBLISH_KIND = "publish"
+OTA_KIND = "build.ota"
+MANIFEST_NAME = "release.json"
+
+
+def manifest_key(env: str, app: App) -> str:
+    return f"{env}/{app.account.slug}/{app.slug}/{MANIFEST_NAME}"
+
+
+# --- versions ----------------------------------------------------------------------------
+@transaction.atomic
+def create_version(app: App, job_ids: list) -> Version:
+    """The next version of ``app`` from succeeded OTA builds of it (e.g. one per platform)."""
+    if not job_ids:
+        raise ServiceError("Name at least one build.", fields={"build": "required"})
+    jobs = list(Job.objects.filter(pk__in=job_ids, account=app.account, kind=OTA_KIND))
+    found = {str(job.pk) for job in jobs}
+    missing = [str(job_id) for job_id in job_ids if str(job_id) not in found]
+    if missing:
+        raise ServiceError(
+            f"No OTA build {missing[0]} of this account.", fields={"build": "unknown"}
+        )
+    for job in jobs:
+        if job.params.get("app_id") != app.pk:
+            raise ServiceError(f"Build {job.pk} is of another app.", fields={"build": "other app"})
+        if job.status != JobStatus.SUCCEEDED:
+            raise ServiceError(
+                f"Build {job.pk} has not succeeded (it is {job.status}).",
+                fields={"build": "not succeeded"},
+            )
+    bundles = list(
+        Artifact.objects.filter(job__in=jobs, kind=ArtifactKind.OTA_BUNDLE, deleted_at__isnull=True)
+    )
+    platforms = [bundle.platform for bundle in bundles]
+    if len(platforms) != len(set(platforms)):
+        raise ServiceError(
+            "Two builds are for the same platform.", fields={"build": "duplicate platform"}
+        )
+    if len(bundles) != len(jobs):
+        raise ServiceError("A build has no bundle (expired?).", fields={"build": "no bundle"})
+    number = (
+        App.objects.select_for_update().filter(pk=app.pk).aggregate(n=Max("versions__number"))["n"]
+        or 0
+    ) + 1
+    channel = jobs[0].params.get("channel", "production")
+    version = Version.objects.create(
+        app=app,
+        number=number,
+        channel=channel,
+        status=VersionStatus.READY,
+        runtime_version=app.runtime_version,
+    )
+    version.assets.set(bundles)
+    version.builds.set(jobs)
+    return version
+
+
+# --- publish -----------------------------------------------------------------------------
+@transaction.atomic
+def request_publish(
+    version: Version, env: str, *, submitted_by: str = "", staff=False, idempotency_key=""
+):
+    """Queue the publish job; the version is ``publishing`` until the job ends."""
+    if env not in Environment.values:
+        raise ServiceError(
+            f"target_environment must be one of {', '.join(Environment.values)}.",
+            fields={"target_environment": "invalid"},
+        )
+    previous = Version.objects.filter(pk=version.pk).values_list("status", flat=True).get()
+    if previous not in (VersionStatus.READY, VersionStatus.PUBLISHED, VersionStatus.FAILED):
+        raise ServiceError(
+            f"Version {version.number} is {previous}; "
+            "only ready or published versions can be published.",
+            code="conflict",
+            status=409,
+        )
+    job, created = submit_job(
+        version.app.account,
+        PUBLISH_KIND,
+        {"version_id": version.pk, "env": env, "previous_status": previous},
+        submitted_by=submitted_by,
+        staff=staff,
+        idempotency_key=idempotency_key,
+    )
+    if created:
+        Version.objects.filter(pk=version.pk).update(status=VersionStatus.PUBLISHING)
+    return job, created
+
+
+def _hash_stored(artifact: Artifact) -> str:
+    digest = hashlib.sha256()
+    with open_artifact(artifact) as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(version: Version, env: str, assets: list[Artifact], request_base="") -> dict:
+    from publishing.artifacts import signed_file_url
+
+    published_at = timezone.now()
+    bundles = {
+        asset.platform: {
+            "artifact": str(asset.pk),
+            "url": signed_file_url(asset) if asset.visibility == "private" else public_url(asset),
+            "sha256": asset.sha256,
+            "size": asset.size,
+        }
+        for asset in assets
+        if asset.kind == ArtifactKind.OTA_BUNDLE
+    }
+    return {
+        "app": version.app.slug,
+        "version": version.number,
+        "runtime_version": version.runtime_version,
+        "channel": version.channel,
+        "env": env,
+        "bundles": bundles,
+        "assets": [
+            {
+                "artifact": str(a.pk),
+                "kind": a.kind,
+                "platform": a.platform,
+                "sha256": a.sha256,
+                "size": a.size,
+            }
+            for a in assets
+        ],
+        "published_at": published_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def validate_manifest(manifest: dict) -> None:
+    required = {
+        "app",
+        "version",
+        "runtime_version",
+        "channel",
+        "env",
+        "bundles",
+        "assets",
+        "published_at",
+    }
+    missing = required - set(manifest)
+    if missing:
+        raise JobFailed(f"release.json lacks {', '.join(sorted(missing))}")
+    if not manifest["bundles"]:
+        raise JobFailed("release.json has no bundle")
+    for platform, bundle in manifest["bundles"].items():
+        if (
+            len(bundle.get("sha256", "")) != 64
+            or not bundle.get("url")
+            or bundle.get("size", 0) <= 0
+        ):
+            raise JobFailed(f"release.json's {platform} bundle is incomplete")
+
+
+def public_url(asset: Artifact) -> str:
+    from django.urls import reverse
+
+    return reverse("bundle-download", kwargs={"artifact_id": asset.pk})
+
+
+def write_atomically(key: str, content: bytes) -> str:
+    """Replace ``key`` in public storage in one step: readers see the old or the new file."""
+    storage = storages["default"]
+    if isinstance(storage, FileSystemStorage):
+        target = Path(storage.path(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
+            handle.write(content)
+        os.replace(handle.name, target)
+        return key
+    storage.bucket.Object(storage._normalize_name(key)).put(  # noqa: SLF001 - S3 overwrite
+        Body=content, ContentType="application/json"
+    )
+    return key
+
+
+def publish_executor(context):
+    params = context.params
+    version = Version.objects.select_related("app__account").get(pk=params["version_id"])
+    env = params["env"]
+    app = version.app
+    try:
+        context.progress(5, "Validating the version")
+        if version.status not in (VersionStatus.PUBLISHING, VersionStatus.READY):
+            raise JobFailed(f"version {version.number} is {version.status}, not ready to publish")
+        assets = list(version.assets.filter(deleted_at__isnull=True))
+        if not assets or version.assets.count() != len(assets):
+            raise JobFailed("an asset of this version has expired or is missing")
+        for asset in assets:
+            stored = _hash_stored(asset)
+            if stored != asset.sha256:
+                raise JobFailed(f"asset {asset.pk} in storage does not match its sha256")
+            context.log(
+                f"verified {asset.kind} {asset.platform} {asset.sha256[:12]} ({asset.size} bytes)"
+            )
+        context.progress(10, "Assets verified")
+
+        manifest = build_manifest(version, env, assets)
+        validate_manifest(manifest)
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        context.log(f"release.json: version {version.number}, {len(manifest['bundles'])} bundle(s)")
+        context.progress(30, "release.json generated")
+
+        staged_key = (
+            f"{env}/{app.account.slug}/{app.slug}/releases/v{version.number}-{context.job.pk}.json"
+        )
+        storages["default"].save(staged_key, ContentFile(body))
+        context.log(f"staged {staged_key}")
+        context.progress(50, "release.json uploaded")
+
+        for asset in assets:  # bundles are addressed by id; verify each is still readable
+            with open_artifact(asset) as handle:
+                handle.read(1)
+        context.progress(80, "Assets available")
+
+        key = manifest_key(env, app)
+        with transaction.atomic():
+            updated = Version.objects.filter(
+                pk=version.pk, status__in=[VersionStatus.PUBLISHING, VersionStatus.READY]
+            ).update(status=VersionStatus.PUBLISHED, published_at=timezone.now())
+            if not updated:
+                raise JobFailed("the version changed while publishing")
+            release = Release.objects.create(
+                app=app,
+                env=env,
+                version=version,
+                manifest_key=key,
+                manifest=manifest,
+                job=context.job,
+            )
+            transaction.on_commit(lambda: invalidate_update_cache(app, env))
+        write_atomically(key, body)  # the switch: the previous release.json stays until now
+        context.log(f"switched {key} to version {version.number}")
+        context.progress(100, "Published")
+        return {
+            "release_url": storages["default"].url(key),
+            "release_id": release.pk,
+            "asset_count": len(assets),
+            "published_at": manifest["published_at"],
+        }
+    except Exception:
+        restore_version_status(version.pk, params.get("previous_status", VersionStatus.READY))
+        raise
+
+
+def restore_version_status(version_id, previous_status) -> None:
+    Version.objects.filter(pk=version_id, status=VersionStatus.PUBLISHING).update(
+        status=previous_status
+    )
+
+
+def on_publish_job_ended(sender, job, **kwargs):
+    """A publish job that ended without success leaves the version as it was."""
+    if job.kind == PUBLISH_KIND and "version_id" in job.params:
+        restore_version_status(job.params["version_id"], job.params.get("previous_status", "ready"))
+
+
+@transaction.atomic
+def rollback(app: App, env: str) -> Release:
+    """Go back to the release before the current one in ``env``."""
+    current, previous = (
+        list(
+            Release.objects.select_for_update().filter(
+                app=app, env=env, rolled_back_at__isnull=True
+            )[:2]
+        )
+        + [None, None]
+    )[:2]
+    if current is None or previous is None:
+        raise ServiceError(
+            "There is no earlier release to roll back to.", code="conflict", status=409
+        )
+    Release.objects.filter(pk=current.pk).update(rolled_back_at=timezone.now())
+    write_atomically(
+        previous.manifest_key, json.dumps(previous.manifest, indent=2, sort_keys=True).encode()
+    )
+    transaction.on_commit(lambda: invalidate_update_cache(app, env))
+    return previous
+
+
+# --- update check ------------------------------------------------------------------------
+def _cache_key(app_id, env) -> str:
+    return f"updates:{app_id}:{env}"
+
+
+def invalidate_update_cache(app: App, env: str) -> None:
+    cache.delete(_cache_key(app.pk, env))
+
+
+def current_release(app: App, env: str) -> dict | None:
+    """The live release's manifest and rollout, from cache (one Redis read when warm)."""
+    key = _cache_key(app.pk, env)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached or None
+    release = (
+        Release.objects.filter(app=app, env=env, rolled_back_at__isnull=True)
+        .order_by("-published_at")
+        .first()
+    )
+    value = (
+        {
+            "id": release.pk,
+            "manifest": release.manifest,
+            "rollout_percent": release.rollout_percent,
+            "mandatory": release.mandatory,
+        }
+        if release
+        else {}
+    )
+    cache.set(key, value, settings.UPDATE_CHECK_CACHE_SECONDS)
+    return value or None
+
+
+def in_rollout(release_id: int, device_id: str, percent: int) -> bool:
+    """Deterministic per device: the same device always gets the same answer for a release."""
+    if percent >= 100:
+        return True
+    bucket = int(hashlib.sha256(f"{release_id}:{device_id}".encode()).hexdigest()[:8], 16) % 100
+    return bucket < percent
+
+
+def check_for_update(
+    app: App,
+    *,
+    platform,
+    runtime_version,
+    channel="",
+    env="production",
+    current_sha="",
+    device_id="",
+) -> dict | None:
+    release = current_release(app, env)
+    if release is None:
+        return None
+    manifest = release["manifest"]
+    bundle = manifest["bundles"].get(platform)
+    if bundle is None or manifest["runtime_version"] != runtime_version:
+        return None
+    if channel and manifest["channel"] != channel:
+        return None
+    if current_sha and current_sha == bundle["sha256"]:
+        return None
+    if not in_rollout(release["id"], device_id or "", release["rollout_percent"]):
+        return None
+    return {
+        "version": manifest["version"],
+        "bundle_url": bundle["url"],
+        "sha256": bundle["sha256"],
+        "size": bundle["size"],
+        "mandatory": release["mandatory"],
+        "published_at": manifest["published_at"],
+    }

@@ -1,0 +1,151 @@
+import re
+
+import pytest
+
+from builds.models import ApiToken, EnterpriseLimit
+from builds.services import authenticate_token, consume_monthly_build
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+def account_form(account, **overrides):
+    """The account change form as the admin posts it, with empty inlines."""
+    data = {
+        "name": account.name,
+        "slug": account.slug,
+        "tier": account.tier,
+        "blocked_reason": "",
+        "enterprise_limit-TOTAL_FORMS": "0",
+        "enterprise_limit-INITIAL_FORMS": "0",
+        "timeout_addons-TOTAL_FORMS": "0",
+        "timeout_addons-INITIAL_FORMS": "0",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_account_page_shows_effective_limits(admin_client, pro_account):
+    response = admin_client.get(f"/admin/builds/account/{pro_account.pk}/change/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "<strong>Queue</strong>: P1" in page
+    assert "<strong>Concurrent builds</strong>: 2" in page
+    assert "15 min (tier max 25 min, add-ons +0)" in page
+
+
+def test_enterprise_limits_are_edited_inline_with_validation(admin_client, enterprise_account):
+    url = f"/admin/builds/account/{enterprise_account.pk}/change/"
+    inline = {
+        "enterprise_limit-TOTAL_FORMS": "1",
+        "enterprise_limit-0-max_timeout_minutes": "45",
+        "enterprise_limit-0-max_concurrent_builds": "8",
+        "enterprise_limit-0-max_bundle_size_mb": "",
+        "enterprise_limit-0-notes": "",
+    }
+
+    refused = admin_client.post(url, account_form(enterprise_account, **inline))
+
+    assert refused.status_code == 200
+    assert "capped at the Enterprise tier&#x27;s maximum of 30 minutes" in refused.content.decode()
+    assert not EnterpriseLimit.objects.exists()
+
+    inline["enterprise_limit-0-max_timeout_minutes"] = "20"
+    accepted = admin_client.post(url, account_form(enterprise_account, **inline))
+
+    assert accepted.status_code == 302
+    enterprise_account.refresh_from_db()
+    limits = enterprise_account.effective_limits()
+    assert (limits.timeout_minutes, limits.max_concurrent) == (20, 8)
+
+
+def test_negative_or_absurd_limits_are_refused(admin_client, enterprise_account):
+    url = f"/admin/builds/account/{enterprise_account.pk}/change/"
+    inline = {
+        "enterprise_limit-TOTAL_FORMS": "1",
+        "enterprise_limit-0-max_timeout_minutes": "",
+        "enterprise_limit-0-max_concurrent_builds": "5000",
+        "enterprise_limit-0-max_bundle_size_mb": "-3",
+        "enterprise_limit-0-notes": "",
+    }
+
+    response = admin_client.post(url, account_form(enterprise_account, **inline))
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Ensure this value is less than or equal to 100." in page
+    assert "Ensure this value is greater than or equal to" in page
+    assert not EnterpriseLimit.objects.exists()
+
+
+def test_token_created_in_admin_shows_its_secret_once(admin_client, pro_account):
+    response = admin_client.post(
+        "/admin/builds/apitoken/add/",
+        {"account": pro_account.pk, "name": "ci", "scopes": ["builds:read", "publish"]},
+        follow=True,
+    )
+
+    page = response.content.decode()
+    secret = re.search(r"(bh_[0-9a-f]{12}_[A-Za-z0-9_-]{43})", page).group(1)
+    token = authenticate_token(secret)
+    assert token.account == pro_account
+    assert token.scopes == ["builds:read", "publish"]
+    assert "not shown again" in page
+    change_page = admin_client.get(f"/admin/builds/apitoken/{token.pk}/change/").content.decode()
+    assert secret not in change_page
+    assert secret.split("_", 2)[2] not in str(list(ApiToken.objects.values()))
+
+
+def test_revoke_action(admin_client, pro_account, api_client_for):
+    client = api_client_for(pro_account)
+
+    admin_client.post(
+        "/admin/builds/apitoken/",
+        {"action": "revoke", "_selected_action": [client.token.pk]},
+    )
+
+    client.token.refresh_from_db()
+    assert client.token.revoked_at is not None
+    assert client.get("/api/v1/accounts/").status_code == 401
+
+
+def test_usage_list(admin_client, free_account, django_assert_max_num_queries):
+    consume_monthly_build(free_account)
+
+    with django_assert_max_num_queries(8):
+        response = admin_client.get("/admin/builds/buildusage/")
+
+    assert response.status_code == 200
+    assert free_account.name in response.content.decode()
+
+
+def test_admin_is_branded_and_styled(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+
+    assert "BuildHub operations" in page
+    assert "/static/buildhub/admin.css" in page
+
+
+def test_job_admin_lists_jobs_and_cancels_through_the_engine(admin_client, pro_account):
+    from builds.engine.submit import submit_job
+
+    job, _ = submit_job(pro_account, "diagnostic.sleep", {"seconds": 1}, staff=True)
+
+    page = admin_client.get("/admin/builds/job/").content.decode()
+    assert str(job.pk) in page
+    admin_client.post("/admin/builds/job/", {"action": "cancel", "_selected_action": [job.pk]})
+
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+
+
+def test_job_logs_are_read_only(admin_client):
+    assert admin_client.get("/admin/builds/joblog/add/").status_code == 403

@@ -1,0 +1,262 @@
+"""The engine with real processes: supervisor, django-q2 clusters, child tools, Redis.
+
+Each test starts workers as subprocesses against the test database and the test Redis, and
+checks what users rely on from marker files the jobs' child processes write: every job ran,
+none ran twice at the same time, no account exceeded its concurrency limit.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_q.brokers import get_broker
+
+from buildhub.embedded_redis import EmbeddedRedis
+from builds.choices import JobStatus, WorkerState
+from builds.engine.submit import submit_job
+from builds.models import Job, Worker
+from tests.conftest import make_account
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST_ENGINE = {
+    "JOB_LEASE_SECONDS": "3",
+    "JOB_HEARTBEAT_SECONDS": "1",
+    "JOB_POLL_SECONDS": "0.2",
+    "JOB_RETRY_BASE_SECONDS": "1",
+    "JOB_KILL_GRACE_SECONDS": "2",
+    "REAPER_INTERVAL_SECONDS": "1",
+    "RECONCILE_INTERVAL_SECONDS": "1",
+    "WORKER_DRAIN_GRACE_SECONDS": "3",
+    "DJANGO_Q_LOG_LEVEL": "WARNING",
+}
+
+
+def database_env() -> dict:
+    """Point a subprocess at the database this test uses (the test database)."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return {"BUILDHUB_SQLITE_PATH": str(db["NAME"])}
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return {"DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}
+
+
+class Processes:
+    def __init__(self, marker_dir: Path, extra_env: dict):
+        self.marker_dir = marker_dir
+        self.env = {
+            **os.environ,
+            **FAST_ENGINE,
+            **database_env(),
+            **extra_env,
+            "DIAGNOSTIC_MARKER_DIR": str(marker_dir),
+        }
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, *args, **env) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=settings.BASE_DIR,
+            env={**self.env, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.started.append(process)
+        return process
+
+    def stop_all(self):
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def processes(tmp_path):
+    get_broker().purge_queue()  # tickets left by earlier tests name no job of this database
+    running = Processes(tmp_path, {})
+    yield running
+    running.stop_all()
+
+
+def sleep_job(account, marker: str, seconds=0.6, steps=3, **options):
+    params = {"seconds": seconds, "steps": steps, "marker": marker}
+    return submit_job(account, "diagnostic.sleep", params, staff=True, **options)[0]
+
+
+def wait_until(predicate, seconds=90, message="condition"):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def all_ended(jobs):
+    ended = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
+    return lambda: all(
+        s in ended
+        for s in Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", flat=True)
+    )
+
+
+def read_markers(marker_dir: Path) -> dict[str, list[dict]]:
+    """Per job id: its executions, each {attempt, pid, start, end}."""
+    runs: dict[tuple, dict] = {}
+    for path in marker_dir.glob("*.marker"):
+        for line in path.read_text().splitlines():
+            what, at, job_id, attempt, pid = line.split()
+            run = runs.setdefault(
+                (job_id, attempt, pid), {"attempt": int(attempt), "pid": int(pid)}
+            )
+            run[what] = float(at)
+    by_job = defaultdict(list)
+    for (job_id, _, _), run in runs.items():
+        by_job[job_id].append(run)
+    return by_job
+
+
+def max_overlap(intervals) -> int:
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    current = peak = 0
+    for _, step in points:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+def test_four_workers_run_every_job_once_within_each_accounts_limit(processes, tmp_path):
+    pro, starter, enterprise = (
+        make_account(t, f"{t} live") for t in ("pro", "starter", "enterprise")
+    )
+    jobs = [sleep_job(pro, f"pro-{n}.marker") for n in range(6)]
+    jobs += [sleep_job(starter, f"starter-{n}.marker") for n in range(4)]
+    jobs += [sleep_job(enterprise, f"ent-{n}.marker") for n in range(6)]
+
+    processes.start("runworkers", "--clusters", "4", BUILDHUB_WORKERS="1")
+    wait_until(all_ended(jobs), message="all jobs to end")
+
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
+    runs = read_markers(tmp_path)
+    assert len(runs) == len(jobs)
+    for job_runs in runs.values():
+        assert len(job_runs) == 1  # executed exactly once
+        assert "end" in job_runs[0]
+    intervals = defaultdict(list)
+    for job in Job.objects.select_related("account"):
+        run = runs[str(job.pk)][0]
+        intervals[job.account.slug].append((run["start"], run["end"]))
+    assert max_overlap(intervals[pro.slug]) <= 2
+    assert max_overlap(intervals[starter.slug]) == 1
+    assert max_overlap(intervals[enterprise.slug]) <= 5
+
+
+def test_kill_9_of_a_busy_worker_moves_its_job_to_another(processes, tmp_path):
+    account = make_account("enterprise", "Kill Co")
+    job = sleep_job(account, "victim.marker", seconds=3, steps=6)
+    processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
+
+    wait_until(lambda: (tmp_path / "victim.marker").exists(), message="the job to start")
+    first = read_markers(tmp_path)[str(job.pk)][0]
+    with open(f"/proc/{first['pid']}/stat") as stat:
+        executing_worker = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(executing_worker, signal.SIGKILL)
+
+    wait_until(all_ended([job]), message="the job to finish elsewhere")
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+    assert job.attempts == 2
+    runs = sorted(read_markers(tmp_path)[str(job.pk)], key=lambda run: run["start"])
+    assert [run["attempt"] for run in runs] == [1, 2]
+    assert "end" not in runs[0]  # the tool died with its worker...
+    assert not Path(f"/proc/{first['pid']}").exists()
+    assert "end" in runs[1]  # ...and the job ran again, once, to the end
+
+
+def test_sigterm_lets_short_jobs_finish_and_releases_long_ones(processes, tmp_path):
+    account = make_account("enterprise", "Drain Co")
+    short = sleep_job(account, "short.marker", seconds=1, steps=2)
+    long = sleep_job(account, "long.marker", seconds=60, steps=60)
+    worker_process = processes.start("runcluster", BUILDHUB_WORKERS="2")
+    wait_until(
+        lambda: (tmp_path / "short.marker").exists() and (tmp_path / "long.marker").exists(),
+        message="both jobs to start",
+    )
+
+    worker_process.send_signal(signal.SIGTERM)
+    worker_process.wait(60)
+
+    short.refresh_from_db()
+    long.refresh_from_db()
+    assert short.status == JobStatus.SUCCEEDED
+    assert long.status == JobStatus.QUEUED
+    assert long.attempts == 0  # released, not failed: the attempt was not spent
+    assert long.worker_id is None
+    long_run = read_markers(tmp_path)[str(long.pk)][0]
+    assert not Path(f"/proc/{long_run['pid']}").exists()
+    assert Worker.objects.get(pid=worker_process.pid).state == WorkerState.STOPPED
+
+
+def test_redis_outage_loses_no_job(processes, tmp_path):
+    private = EmbeddedRedis(tmp_path / "redis" / "redis.sock")
+    private.start()
+    try:
+        processes.env["REDIS_URL"] = private.url
+        account = make_account("enterprise", "Outage Co")
+        jobs = [sleep_job(account, f"before-{n}.marker", seconds=0.5) for n in range(5)]
+        processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
+        wait_until(lambda: any(tmp_path.glob("before-*.marker")), message="work to start")
+
+        private.stop()
+        jobs += [sleep_job(account, f"during-{n}.marker", seconds=0.5) for n in range(5)]
+        time.sleep(3)
+        private.start()
+        jobs += [sleep_job(account, f"after-{n}.marker", seconds=0.5) for n in range(3)]
+
+        wait_until(all_ended(jobs), seconds=120, message="every job to end after the outage")
+        assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
+        runs = read_markers(tmp_path)
+        assert sorted(runs) == sorted(str(job.pk) for job in jobs)
+        assert all(len([r for r in job_runs if "end" in r]) == 1 for job_runs in runs.values())
+    finally:
+        processes.stop_all()
+        private.stop()
+
+
+def live_worker_count():
+    return Worker.objects.filter(
+        state__in=[WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY]
+    ).count()
+
+
+def test_supervisor_scales_to_zero_wakes_for_work_and_honours_heat_up(processes, tmp_path):
+    from datetime import timedelta
+
+    from builds.engine import workers
+
+    processes.start("runworkers", "--clusters", "1", "--idle-seconds", "2", BUILDHUB_WORKERS="1")
+    wait_until(lambda: live_worker_count() == 1, message="a warm worker at start")
+    wait_until(lambda: live_worker_count() == 0, message="scale to zero when idle")
+
+    job = sleep_job(make_account("pro", "Wake Co"), "wake.marker", seconds=0.2, steps=1)
+    wait_until(all_ended([job]), seconds=60, message="a worker to start for the queued job")
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED
+
+    workers.heat_up(3, timedelta(minutes=5), by="test")
+    wait_until(lambda: live_worker_count() == 3, message="heat-up to three workers")
+    workers.cool_down()
+    wait_until(lambda: live_worker_count() == 0, message="cool down to zero")

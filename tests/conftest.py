@@ -1,0 +1,92 @@
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from buildhub.embedded_redis import EmbeddedRedis
+from builds.choices import Tier, TokenScope
+from builds.services import create_account, create_api_token
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server():
+    """The embedded default's private Redis, started for the run when no REDIS_URL is given."""
+    if not settings.USES_EMBEDDED_REDIS:
+        yield settings.REDIS_URL
+        return
+    server = EmbeddedRedis(settings.EMBEDDED_REDIS_SOCKET)
+    started = not server.is_up()
+    if started:
+        server.start()
+    yield server.url
+    if started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Close connections after each request in tests.
+
+    Requests served through ASGI run their queries in worker threads; with persistent
+    connections those would stay open and keep the test database from being dropped.
+    """
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture
+def clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def make_account(tier: str, name: str | None = None):
+    return create_account(name or f"{Tier(tier).label} Co", tier=tier)
+
+
+@pytest.fixture
+def free_account(db):
+    return make_account(Tier.FREE)
+
+
+@pytest.fixture
+def starter_account(db):
+    return make_account(Tier.STARTER)
+
+
+@pytest.fixture
+def pro_account(db):
+    return make_account(Tier.PRO)
+
+
+@pytest.fixture
+def enterprise_account(db):
+    return make_account(Tier.ENTERPRISE)
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user(
+        "operator", "operator@example.com", "operator-pass-123", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def api_client_for(db):
+    """``api_client_for(account, scopes=[...])``: an APIClient holding a fresh token."""
+
+    def build(account, scopes=None, **token_options):
+        issued = create_api_token(
+            account,
+            name="test",
+            scopes=list(scopes) if scopes is not None else TokenScope.values,
+            **token_options,
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+        client.token = issued.token
+        client.secret = issued.secret
+        return client
+
+    return build
