@@ -4,6 +4,8 @@ from django.conf import settings
 from django_ratelimit.core import get_usage
 from rest_framework.throttling import BaseThrottle
 
+from buildhub.net import client_ip
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,7 +28,7 @@ class CacheRateThrottle(BaseThrottle):
             return f"token:{token.pk}"
         if request.user and request.user.is_authenticated:
             return f"user:{request.user.pk}"
-        return f"ip:{request.META.get('REMOTE_ADDR', '')}"
+        return f"ip:{client_ip(request)}"
 
     def allow_request(self, request, view) -> bool:
         self._wait = None
