@@ -1,10 +1,16 @@
+import datetime as dt
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import path
 from django.utils.html import format_html_join
 
 from buildhub.errors import ServiceError
 from builds.choices import TokenScope
 from builds.engine import lifecycle
+from builds.engine import workers as worker_service
 from builds.models import (
     Account,
     ApiToken,
@@ -267,3 +273,46 @@ class HeatUpAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         obj.created_by = obj.created_by or request.user.get_username()
         super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("start/", wrap(self.start_view), name="builds_heatup_start"),
+            path("cool-down/", wrap(self.cool_down_view), name="builds_heatup_cool_down"),
+            *super().get_urls(),
+        ]
+
+    def start_view(self, request):
+        """The dashboard's heat-up form: the engine's heat-up service, then back."""
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise PermissionDenied
+        try:
+            count = int(request.POST.get("workers", ""))
+            minutes = int(request.POST.get("minutes", ""))
+        except ValueError:
+            self.message_user(
+                request, "Heat-up needs a number of workers and minutes.", messages.ERROR
+            )
+            return redirect("admin:index")
+        try:
+            heat_up = worker_service.heat_up(
+                count, dt.timedelta(minutes=minutes), by=request.user.get_username()
+            )
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return redirect("admin:index")
+        self.log_addition(request, heat_up, f"Heat-up: {count} worker(s) for {minutes} min")
+        self.message_user(
+            request, f"Heating up: {count} worker(s) kept warm until {heat_up.until:%H:%M %Z}."
+        )
+        return redirect("admin:index")
+
+    def cool_down_view(self, request):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        active = list(worker_service.active_heat_ups())
+        worker_service.cool_down()
+        for heat_up in active:
+            self.log_change(request, heat_up, "Cooled down now")
+        self.message_user(request, f"Cooled down: {len(active)} heat-up(s) ended.")
+        return redirect("admin:index")
