@@ -18,6 +18,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     """Staff sessions only. The server reads the numbers every ``DASHBOARD_REFRESH_SECONDS``
     and sends them when they differ from what the page has (the page itself never polls)."""
 
+    channel_layer_alias = None  # it reads the database and needs no channel layer
+
     async def connect(self):
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
