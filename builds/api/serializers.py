@@ -46,7 +46,7 @@ class AccountSerializer(serializers.ModelSerializer):
 
 # --- jobs --------------------------------------------------------------------------------
 SECRET_PARAM_NAME = re.compile(
-    r"(?i)(token|secret|passw|api_?key|credential|private_?key|^auth|authorization|cookie)"
+    r"(?i)(token|secret|passw|api_?key|credential|private_?key|^auth(_|$)|authorization|cookie)"
 )
 URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -134,7 +134,7 @@ class JobSerializer(serializers.ModelSerializer):
         return self.insights.get(job.pk, NOTHING)
 
     def to_representation(self, job):
-        self._current = self._insight(job)
+        self._current_insight = self._insight(job)
         return super().to_representation(job)
 
     def get_params(self, job) -> dict:
@@ -150,13 +150,13 @@ class JobSerializer(serializers.ModelSerializer):
         return job.cancel_requested_at is not None
 
     def get_queue_position(self, job) -> int | None:
-        return self._current.queue_position
+        return self._current_insight.queue_position
 
     def get_eta_seconds(self, job) -> int | None:
-        return self._current.eta_seconds
+        return self._current_insight.eta_seconds
 
     def get_waiting_reason(self, job) -> str | None:
-        return self._current.waiting_reason
+        return self._current_insight.waiting_reason
 
 
 class JobSubmitSerializer(serializers.Serializer):

@@ -3,9 +3,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from buildhub.errors import ServiceError
 from buildhub.net import client_ip
 from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import (
@@ -54,6 +56,20 @@ class PlainTextLogRenderer(BaseRenderer):
         )
 
 
+class FormatNegotiation(DefaultContentNegotiation):
+    """An unknown ``?format=`` is a bad request naming the field, not DRF's bare 404."""
+
+    def filter_renderers(self, renderers, format):
+        matching = [renderer for renderer in renderers if renderer.format == format]
+        if not matching:
+            known = ", ".join(renderer.format for renderer in renderers)
+            raise ServiceError(
+                f"Unknown format {format!r}; use one of: {known}.",
+                fields={"format": f"one of {known}"},
+            )
+        return matching
+
+
 JOB_VERB_ERRORS = {
     404: OpenApiResponse(description="No such job for this account."),
     409: OpenApiResponse(description="The job is not in a state this verb applies to."),
@@ -64,6 +80,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     """The caller account's jobs (staff: every account's): state, queue place, logs, verbs."""
 
     serializer_class = JobSerializer
+    content_negotiation_class = FormatNegotiation
     required_scopes = {
         "list": READ,
         "retrieve": READ,

@@ -1,8 +1,8 @@
 """What a waiting user wants to know: place in the queue, expected finish, and why it waits.
 
 Everything here reads; nothing changes a job. The figures are computed for a whole page of
-jobs with a fixed number of queries (one snapshot of the queue, one count query for every
-job's place, one duration sample per kind), so listing jobs costs the same for 1 or 200.
+jobs with a fixed number of queries (a snapshot of the queue, one counting query for all
+the jobs' places, one duration sample per kind), so listing 1 job or 200 costs the same.
 """
 
 import datetime as dt
@@ -81,22 +81,19 @@ class _QueueSnapshot:
                 for index, job in enumerate(queued)
             }
         )
-        totals = (
-            eligible_jobs().exclude(account_id__in=self.at_limit).aggregate(**counts)
-            if queued
-            else {}
-        )
-        self.waiting = {cls: totals.get(f"class_{cls}", 0) for cls in CLASSES_BY_RANK}
+        totals = eligible_jobs().exclude(account_id__in=self.at_limit).aggregate(**counts)
+        self.waiting = {cls: totals[f"class_{cls}"] for cls in CLASSES_BY_RANK}
         self.ahead = {job.pk: totals[f"ahead_{index}"] for index, job in enumerate(queued)}
 
     def queue_position(self, job: Job) -> int | None:
         """The claim number (1 = next) that would take ``job`` if it were eligible now."""
         if job.account.blocked:
             return None
-        waiting = dict(self.waiting)
         # An ineligible job (backoff, account at its limit) is not in the eligible counts:
         # its position is where it would stand once it becomes eligible.
-        return claims_until_served(self.position, waiting, job.priority_class, self.ahead[job.pk])
+        return claims_until_served(
+            self.position, self.waiting, job.priority_class, self.ahead[job.pk]
+        )
 
     def waiting_reason(self, job: Job, position: int | None) -> str:
         if job.account.blocked:

@@ -359,6 +359,12 @@ def test_logs_errors_stay_json_when_text_is_asked(client, free_account):
     assert_error(response, 404, "not_found")
 
 
+def test_unknown_format_is_400_naming_it(client, logged_job):
+    error = assert_error(client.get(job_url(logged_job, "logs"), {"format": "xml"}), 400, "invalid")
+
+    assert "format" in error["fields"]
+
+
 def test_bad_after_is_400(client, logged_job):
     error = assert_error(client.get(job_url(logged_job, "logs"), {"after": "-1"}), 400, "invalid")
 
