@@ -249,6 +249,9 @@ class JobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # jobs are the record of what ran: cancel them, never delete
+
     @admin.display(description="Tier", ordering="account__tier")
     def tier(self, job):
         return job.account.get_tier_display()
@@ -299,11 +302,11 @@ class JobAdmin(admin.ModelAdmin):
 
     # --- the job page ---------------------------------------------------------------------
     def get_urls(self):
+        view = self.admin_site.admin_view(self.job_action_view)
         return [
-            path(
-                "<uuid:job_id>/<str:verb>/",
-                self.admin_site.admin_view(self.job_action_view),
-                name="builds_job_action",
+            *(
+                path(f"<uuid:job_id>/{verb}/", view, {"verb": verb}, name=f"builds_job_{verb}")
+                for verb in JOB_SERVICES
             ),
             *super().get_urls(),
         ]
@@ -311,7 +314,7 @@ class JobAdmin(admin.ModelAdmin):
     def job_action_view(self, request, job_id, verb):
         """One job's cancel, retry or run-now: a confirmation page, then the service."""
         job = self.get_object(request, str(job_id))
-        if job is None or verb not in JOB_SERVICES:
+        if job is None:
             raise Http404
         _, button, effect, done_text = JOB_SERVICES[verb]
         page = reverse("admin:builds_job_change", args=[job.pk])
@@ -354,7 +357,8 @@ class JobAdmin(admin.ModelAdmin):
         )
 
 
-def available_verbs(job, user) -> list[tuple[str, str]]:
+def available_verbs(job, user) -> list[tuple[str, str, str]]:
+    """(verb, label, url) of the actions that apply to the job as it is now."""
     verbs = []
     if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         verbs.append(("cancel", "Cancel job"))
@@ -362,7 +366,9 @@ def available_verbs(job, user) -> list[tuple[str, str]]:
         verbs.append(("retry", "Retry"))
     if job.status == JobStatus.QUEUED and user.is_staff:
         verbs.append(("run-now", "Run now"))
-    return verbs
+    return [
+        (verb, label, reverse(f"admin:builds_job_{verb}", args=[job.pk])) for verb, label in verbs
+    ]
 
 
 def job_artifacts(job) -> list[dict]:

@@ -106,3 +106,37 @@ def test_limit_editing_rejects_a_timeout_above_the_tier_max(page, operator, view
     expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
     assert EnterpriseLimit.objects.get(account=account).max_timeout_minutes == 25
     expect(page.get_by_text("25 min (tier max 30 min")).to_be_visible()
+
+
+@pytest.mark.parametrize("viewport", ["desktop"], indirect=True)
+def test_job_page_follows_a_running_job_and_cancels_it(page, operator, viewport):
+    account = make_account("pro", "Live Co")
+    job = queue_jobs(account, 1, params={"seconds": 60, "steps": 60})[0]
+    log_in(page)
+    page.goto(f"/admin/builds/job/{job.pk}/change/")
+    page.evaluate("window.loadedOnce = true")  # gone if the page reloads
+
+    expect(page.get_by_test_id(f"badge-status-{job.pk}")).to_have_text("Running", timeout=60_000)
+    log = page.get_by_test_id(f"log-{job.pk}")
+    expect(log).to_contain_text("step 2/60", timeout=30_000)
+    expect(log).to_contain_text("step 4/60", timeout=30_000)
+    progress = page.get_by_test_id(f"progress-text-{job.pk}")
+    expect(progress).not_to_have_text("0%")
+    assert page.evaluate("window.loadedOnce") is True
+    # Lines arrive once each and in order.
+    seqs = [
+        int(seq)
+        for seq in log.locator(".log-line").evaluate_all(
+            "lines => lines.map(line => line.dataset.seq)"
+        )
+    ]
+    assert seqs == sorted(set(seqs))
+    screenshot(page, "job-running", viewport)
+
+    page.get_by_test_id(f"button-cancel-{job.pk}").click()
+    expect(page.locator("#content")).to_contain_text("You are about to cancel for 1 job")
+    page.get_by_test_id("button-confirm").click()
+    expect(page.get_by_test_id(f"badge-status-{job.pk}")).to_have_text("Cancelled", timeout=30_000)
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED
+    screenshot(page, "job-cancelled", viewport)
