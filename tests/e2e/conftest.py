@@ -26,11 +26,6 @@ SCREENSHOTS = settings.VAR_DIR / "screenshots"
 VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 STAFF_PASSWORD = "operator-pass-123"
 
-# Playwright's sync API keeps an event loop in this thread; Django's ORM calls made by the
-# tests themselves (to arrange data and to check the page against the database) are plain
-# synchronous calls and safe here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 
 def ensure_chromium() -> Path:
     if CHROMIUM.exists():
@@ -46,8 +41,10 @@ def ensure_chromium() -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module: Playwright's sync API keeps an event loop running in
+    this thread while it is open, so it must be closed before other modules' async tests."""
     from playwright.sync_api import sync_playwright
 
     executable = ensure_chromium()
@@ -59,6 +56,14 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def orm_beside_the_browser(monkeypatch):
+    """The tests' own ORM calls (arranging data, checking the page against the database) are
+    plain synchronous calls; Django only sees Playwright's loop in the thread and would
+    refuse them. Set for the test alone, never inherited by the live stack's processes."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
@@ -81,8 +86,9 @@ class Stack:
     def __init__(self, tmp: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
         self.env = {
-            **os.environ,
+            **inherited,
             **FAST_ENGINE,
             **database_env(),
             "DIAGNOSTIC_MARKER_DIR": str(tmp / "markers"),
