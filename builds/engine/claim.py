@@ -27,13 +27,19 @@ def _locked_cursor() -> FairnessCursor:
     return FairnessCursor.objects.select_for_update().get(pk=1)
 
 
-def accounts_at_their_limit() -> list[int]:
-    running = dict(
+def running_per_account() -> dict[int, int]:
+    return dict(
         Job.objects.filter(status=JobStatus.RUNNING)
         .values("account")
         .annotate(count=Count("pk"))
         .values_list("account", "count")
     )
+
+
+def accounts_at_their_limit(running: dict[int, int] | None = None) -> list[int]:
+    """Accounts whose running jobs fill their concurrency limit (``running``: from
+    running_per_account(), when the caller has it already)."""
+    running = running_per_account() if running is None else running
     if not running:
         return []
     accounts = Account.objects.filter(pk__in=running).select_related("enterprise_limit")
