@@ -11,7 +11,8 @@ from publishing.choices import (
     Platform,
     Provider,
 )
-from publishing.models import App, Artifact, Device, Release, Version
+from publishing.models import App, Artifact, Device, Release, SourceUpload, Version
+from publishing.sources import upload_format
 
 
 class AppSerializer(serializers.ModelSerializer):
@@ -35,6 +36,22 @@ class AppSerializer(serializers.ModelSerializer):
         if taken.exists():
             raise serializers.ValidationError("This account has an app with this slug already.")
         return value
+
+
+class SourceUploadSerializer(serializers.ModelSerializer):
+    format = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SourceUpload
+        fields = ["id", "filename", "size", "sha256", "format", "created_at", "expires_at"]
+        read_only_fields = fields
+
+    def get_format(self, upload) -> str:
+        return upload_format(upload)
+
+
+class SourceUploadRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A .tar.gz or .zip of the app's source.")
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

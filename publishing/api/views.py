@@ -4,6 +4,7 @@ from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +13,7 @@ from buildhub.errors import ServiceError
 from builds.api.permissions import caller_account
 from builds.choices import TokenScope
 from builds.models import Account
-from publishing import artifacts, releases
+from publishing import artifacts, releases, sources
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
@@ -21,6 +22,8 @@ from publishing.api.serializers import (
     JobSerializer,
     PublishSerializer,
     ReleaseSerializer,
+    SourceUploadRequestSerializer,
+    SourceUploadSerializer,
     UpdateCheckQuerySerializer,
     UpdateSerializer,
     VersionSerializer,
@@ -29,6 +32,7 @@ from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact, Device
 
 READ, WRITE, PUBLISH = TokenScope.BUILDS_READ, TokenScope.BUILDS_WRITE, TokenScope.PUBLISH
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded file
 
 
 def request_account(request) -> Account:
@@ -70,6 +74,7 @@ class AppViewSet(
         "create_version": PUBLISH,
         "publish": PUBLISH,
         "rollback": PUBLISH,
+        "sources": WRITE,
     }
 
     def get_queryset(self):
@@ -129,6 +134,22 @@ class AppViewSet(
             JobSerializer(job, context=self.get_serializer_context()).data,
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @extend_schema(
+        request={"multipart/form-data": SourceUploadRequestSerializer},
+        responses={201: SourceUploadSerializer},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
+    def sources(self, request, slug=None):
+        """Upload a .tar.gz or .zip of the app's source for builds (multipart field ``file``)."""
+        app = self.get_object()
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared.isdigit():  # refuse before reading a body that cannot fit
+            limit = app.account.effective_limits().max_source_upload_bytes
+            if int(declared) > limit + MULTIPART_OVERHEAD:
+                raise sources.upload_limit_error(app.account, int(declared))
+        upload = sources.save_upload(app.account, app, request.FILES.get("file"))
+        return Response(SourceUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=ReleaseSerializer)
     @action(detail=True, methods=["post"], url_path=r"releases/(?P<env>[a-z]+)/rollback")
