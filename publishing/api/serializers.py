@@ -1,7 +1,13 @@
 import uuid
 
+from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from buildhub.errors import ServiceError
+from builds.choices import JobStatus
+from builds.engine.workers import worker_capacity
+from builds.models import Job
 from publishing.artifacts import signed_file_url
 from publishing.choices import (
     BuildStage,
@@ -12,7 +18,7 @@ from publishing.choices import (
     Provider,
 )
 from publishing.models import App, Artifact, Device, Release, SourceUpload, Version
-from publishing.sources import upload_format
+from publishing.sources import upload_format, validate_git_ref, validate_git_url
 
 
 class AppSerializer(serializers.ModelSerializer):
@@ -211,31 +217,121 @@ class BuildRequestSerializer(serializers.Serializer):
             url, ref = source.get("git"), source.get("ref", "")
             if not isinstance(url, str) or not isinstance(ref, str):
                 raise serializers.ValidationError("git and ref are strings.")
-            return {"git": url, "ref": ref}
+            try:
+                return {"git": validate_git_url(url), "ref": validate_git_ref(ref)}
+            except ServiceError as refusal:
+                raise serializers.ValidationError(refusal.message) from None
         raise serializers.ValidationError('Give {"upload": id} or {"git": url, "ref": ref}.')
 
     def validate(self, data):
-        target = data["target"]
+        target, stage, platform = data["target"], data["stage"], data["platform"]
         provider = data.setdefault("provider", self.DEFAULT_PROVIDER[target])
         if provider not in self.PROVIDERS[target]:
             allowed = ", ".join(sorted(self.PROVIDERS[target]))
             raise serializers.ValidationError({"provider": f"{target} builds use: {allowed}."})
-        if data["stage"] == BuildStage.SUBMIT and target != BuildTarget.EXPO:
-            raise serializers.ValidationError({"stage": "Only expo builds can be submitted."})
-        if (target, data["platform"], provider) == (
+        if stage == BuildStage.SUBMIT and target in (BuildTarget.OTA, BuildTarget.FLUTTERFLOW):
+            raise serializers.ValidationError(
+                {"stage": f"{target} builds cannot be submitted to a store."}
+            )
+        if stage == BuildStage.SUBMIT and (target, provider) == (
             BuildTarget.FLUTTER,
-            Platform.IOS,
             Provider.LOCAL,
         ):
             raise serializers.ValidationError(
-                {"provider": "iOS Flutter builds need macOS; use provider ci."}
+                {"provider": "Flutter store submission runs in the customer's CI; use provider ci."}
+            )
+        if (target, platform, provider) == (BuildTarget.FLUTTER, Platform.IOS, Provider.LOCAL):
+            raise serializers.ValidationError(
+                {"provider": "iOS Flutter builds need macOS and Xcode; use provider ci."}
+            )
+        if data["dry_run"] and target == BuildTarget.OTA:
+            raise serializers.ValidationError(
+                {"dry_run": "Dry runs are for store builds (expo, flutter, flutterflow)."}
             )
         needs_source = target == BuildTarget.OTA or (
-            target in (BuildTarget.EXPO, BuildTarget.FLUTTER)
-            and data["stage"] == BuildStage.BUILD
-            and provider != Provider.CI
+            (target, provider)
+            in ((BuildTarget.EXPO, Provider.EAS), (BuildTarget.FLUTTER, Provider.LOCAL))
             and not data["dry_run"]
         )
         if needs_source and "source" not in data:
             raise serializers.ValidationError({"source": f"{target} builds need a source."})
         return data
+
+
+def queue_estimate(job) -> tuple[int | None, int | None]:
+    """``(queue_position, eta_seconds)`` of a queued job, ``(None, None)`` for any other.
+
+    The position counts the queued jobs of its class that are claimed before it (1 = next
+    in its class); the ETA spreads the recent mean run time of its kind over the live
+    workers' slots, and is None until jobs of that kind have finished.
+    """
+    if job.status != JobStatus.QUEUED:
+        return None, None
+    ahead = Job.objects.filter(status=JobStatus.QUEUED, priority_class=job.priority_class).filter(
+        Q(run_now=True, created_at__lt=job.created_at)
+        if job.run_now
+        else Q(run_now=True) | Q(created_at__lt=job.created_at)
+    )
+    position = ahead.count() + 1
+    recent = list(
+        Job.objects.filter(
+            kind=job.kind,
+            status=JobStatus.SUCCEEDED,
+            started_at__isnull=False,
+            finished_at__isnull=False,
+        )
+        .order_by("-finished_at")
+        .values_list("started_at", "finished_at")[:20]
+    )
+    if not recent:
+        return position, None
+    mean = sum((end - start).total_seconds() for start, end in recent) / len(recent)
+    return position, round(mean * position / max(1, worker_capacity()))
+
+
+class BuildParamsSerializer(serializers.Serializer):
+    app = serializers.CharField()
+    target = serializers.CharField()
+    platform = serializers.CharField()
+    stage = serializers.CharField()
+    provider = serializers.CharField()
+    channel = serializers.CharField()
+    dry_run = serializers.BooleanField()
+    source = serializers.DictField(required=False)
+
+
+class BuildSerializer(serializers.Serializer):
+    """A build job: its request, its state in the queue or on a worker, and its artifacts."""
+
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.IntegerField()
+    stage = serializers.CharField(help_text="What the job is doing now.")
+    attempts = serializers.IntegerField()
+    error = serializers.CharField()
+    result = serializers.JSONField(allow_null=True)
+    timeout_seconds = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    build = BuildParamsSerializer(source="params")
+    queue_position = serializers.SerializerMethodField()
+    eta_seconds = serializers.SerializerMethodField()
+    artifacts = serializers.SerializerMethodField()
+
+    def _estimate(self, job):
+        if not hasattr(job, "_queue_estimate"):
+            job._queue_estimate = queue_estimate(job)
+        return job._queue_estimate
+
+    def get_queue_position(self, job) -> int | None:
+        return self._estimate(job)[0]
+
+    def get_eta_seconds(self, job) -> int | None:
+        return self._estimate(job)[1]
+
+    @extend_schema_field(ArtifactSerializer(many=True))
+    def get_artifacts(self, job):
+        rows = [a for a in job.artifacts.all() if a.deleted_at is None]
+        return ArtifactSerializer(rows, many=True, context=self.context).data

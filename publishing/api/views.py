@@ -10,13 +10,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildhub.errors import ServiceError
+from buildhub.net import client_ip
 from builds.api.permissions import caller_account
 from builds.choices import TokenScope
-from builds.models import Account
+from builds.models import Account, Job
 from publishing import artifacts, releases, sources
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
+    BuildRequestSerializer,
+    BuildSerializer,
     CreateVersionSerializer,
     DeviceSerializer,
     JobSerializer,
@@ -28,6 +31,7 @@ from publishing.api.serializers import (
     UpdateSerializer,
     VersionSerializer,
 )
+from publishing.builds import BUILD_KINDS, request_build
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact, Device
 
@@ -156,6 +160,46 @@ class AppViewSet(
     def rollback(self, request, slug=None, env=None):
         release = releases.rollback(self.get_object(), env)
         return Response(ReleaseSerializer(release).data)
+
+
+class BuildViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Build jobs (OTA bundles, Expo EAS, Flutter, FlutterFlow) of the caller's account."""
+
+    serializer_class = BuildSerializer
+    required_scopes = {"list": READ, "retrieve": READ, "create": WRITE}
+
+    def get_queryset(self):
+        account = caller_account(self.request)
+        jobs = Job.objects.filter(kind__in=BUILD_KINDS.values()).prefetch_related("artifacts")
+        return jobs if account is None else jobs.filter(account=account)
+
+    @extend_schema(
+        request=BuildRequestSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, "header", False)],
+        responses={200: BuildSerializer, 201: BuildSerializer},
+    )
+    def create(self, request, *args, **kwargs):
+        """Queue a build: 201 with the job, 200 with the first job for a repeated key."""
+        body = BuildRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job, created = request_build(
+            request_account(request),
+            body.validated_data,
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+            submitted_by=str(request.user),
+            staff=request.user.is_staff,
+            request_meta={"ip": client_ip(request)},
+        )
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(
+            BuildSerializer(job, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class ArtifactViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
