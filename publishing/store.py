@@ -141,23 +141,28 @@ def simulated_result(context, app, kind: str, summary: dict) -> dict:
     }
     path = context.workspace / f"simulated-{kind}.json"
     path.write_text(json.dumps(body, indent=2))
-    artifact = artifacts.store_file(
-        path,
-        account=app.account,
-        kind=kind,
-        key=f"{app.account.slug}/{app.slug}/{context.job.pk}/simulated-{kind}.json",
-        job=context.job,
-        app=app,
-        platform=context.params.get("platform", ""),
-        visibility=Visibility.PRIVATE,
-        content_type="application/json",
-        simulated=True,
-    )
+    artifact = store_output(context, app, path, kind, "application/json", simulated=True)
     context.log(
         f"SIMULATED (dry run): {kind} artifact {artifact.pk}; no tool ran", LogLevel.WARNING
     )
     context.progress(100, "Simulated (dry run)")
     return {"simulated": True, "artifact": str(artifact.pk)}
+
+
+def store_output(context, app, path: Path, kind: str, content_type: str, simulated=False):
+    """A build's output as a private artifact of the job, under the job's own key."""
+    return artifacts.store_file(
+        path,
+        account=app.account,
+        kind=kind,
+        key=f"{app.account.slug}/{app.slug}/{context.job.pk}/{path.name}",
+        job=context.job,
+        app=app,
+        platform=context.params.get("platform", ""),
+        visibility=Visibility.PRIVATE,
+        content_type=content_type,
+        simulated=simulated,
+    )
 
 
 def _source_if_given(context):
@@ -287,16 +292,12 @@ def flutter_executor(context):
         raise JobFailed(f"flutter build {subcommand} finished but wrote no {extension} file")
     output = outputs[0]
     context.progress(90, f"Storing {output.name}")
-    artifact = artifacts.store_file(
+    artifact = store_output(
+        context,
+        app,
         output,
-        account=app.account,
-        kind=kind,
-        key=f"{app.account.slug}/{app.slug}/{context.job.pk}/{output.name}",
-        job=context.job,
-        app=app,
-        platform=params["platform"],
-        visibility=Visibility.PRIVATE,
-        content_type="application/vnd.android.package-archive"
+        kind,
+        "application/vnd.android.package-archive"
         if kind == ArtifactKind.APK
         else "application/octet-stream",
     )
@@ -438,17 +439,7 @@ def _store_document(context, app, kind, filename: str, content_type: str, text: 
     context.progress(50, f"Writing {filename}")
     path = context.workspace / filename
     path.write_text(text)
-    artifact = artifacts.store_file(
-        path,
-        account=app.account,
-        kind=kind,
-        key=f"{app.account.slug}/{app.slug}/{context.job.pk}/{filename}",
-        job=context.job,
-        app=app,
-        platform=context.params.get("platform", ""),
-        visibility=Visibility.PRIVATE,
-        content_type=content_type,
-    )
+    artifact = store_output(context, app, path, kind, content_type)
     context.log(f"{filename}: {artifact.size} bytes, artifact {artifact.pk}")
     context.progress(100, "Done")
     return {"artifact": str(artifact.pk), "sha256": artifact.sha256}
