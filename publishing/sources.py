@@ -498,6 +498,14 @@ def validate_git_url(url: str) -> str:
     return url
 
 
+def resolve_host(host: str) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return []  # git reports the failed lookup itself
+    return [info[4][0].split("%")[0] for info in infos]
+
+
 def _private_host(host: str, *, resolve: bool) -> bool:
     host = host.strip("[]").lower()
     if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
@@ -507,11 +515,7 @@ def _private_host(host: str, *, resolve: bool) -> bool:
     except ValueError:
         if not resolve:
             return False
-        try:
-            infos = socket.getaddrinfo(host, None)
-        except OSError:
-            return False  # git reports the failed lookup itself
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(address) for address in resolve_host(host)]
     return any(not address.is_global for address in addresses)
 
 
