@@ -7,8 +7,10 @@ import time
 
 import pytest
 import yaml
+from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
+from django_q.brokers import get_broker
 
 from builds.choices import JobStatus
 from builds.engine import lifecycle
@@ -20,6 +22,7 @@ from publishing.builds import request_build
 from publishing.choices import ArtifactKind
 from publishing.models import Artifact, SourceUpload
 from publishing.secrets import set_secret
+from tests.builds.test_workers_live import Processes, all_ended, wait_until
 from tests.publishing import fake_tools
 from tests.publishing.archives import tar_gz
 
@@ -390,3 +393,38 @@ def test_flutterflow_mode_a_writes_markdown_instructions(shop, tools):
     assert f"| Job | `{job.pk}` |" in text
     assert "Download Code" in text and "App Store Connect" in text
     assert "flutter build ipa --release" in text
+
+
+# --- through a real worker -------------------------------------------------------------------
+@pytest.fixture
+def workers(tmp_path):
+    get_broker().purge_queue()  # tickets of earlier tests name jobs of no database
+    started = Processes(tmp_path, {})
+    yield started
+    started.stop_all()
+
+
+def test_a_real_worker_runs_an_expo_build_with_the_fake_eas(app, tools, workers, tmp_path):
+    """The registered kind, found by a django-q2 cluster started like production starts it."""
+    set_secret(app.account, "EXPO_TOKEN", TOKEN)
+    bin_dir = tools()
+    source = upload(app, EXPO_APP)  # default storage: the worker process reads it there
+    try:
+        job = queue(app, target="expo", channel="preview", source={"upload": str(source.pk)})
+        workers.start(
+            "runcluster",
+            BUILDHUB_WORKERS="1",
+            PATH=os.environ["PATH"],
+            JOB_WORKSPACE_ROOT=str(tmp_path / "worker-workspaces"),
+        )
+        wait_until(all_ended([job]), message="the expo build to end")
+
+        job = Job.objects.get(pk=job.pk)
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        [call] = fake_tools.calls(bin_dir, "eas")
+        assert call["argv"][:5] == ["build", "--platform", "android", "--profile", "preview"]
+        [artifact] = Artifact.objects.filter(job=job)
+        assert artifact.url.startswith("https://expo.dev/accounts/acme/projects/shop/builds/")
+        assert TOKEN not in log_text(job)
+    finally:
+        storages["private"].delete(source.storage_key)
