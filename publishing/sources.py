@@ -442,7 +442,9 @@ def upload_format(upload: SourceUpload) -> str:
 
 
 # --- git ---------------------------------------------------------------------------------
-SCP_LIKE = re.compile(r"^(?P<user>[A-Za-z0-9._-]+)@(?P<host>[A-Za-z0-9.-]+):(?P<path>[^/].*)$")
+SCP_LIKE = re.compile(
+    r"^(?P<user>[A-Za-z0-9_][A-Za-z0-9._-]*)@(?P<host>[A-Za-z0-9.-]+):(?P<path>[^/].*)$"
+)
 HEX_SHA = re.compile(r"^[0-9a-f]{7,64}$")
 BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
 
@@ -489,6 +491,8 @@ def validate_git_url(url: str) -> str:
             raise refuse("the URL must not carry credentials.")
         if not parts.path.strip("/"):
             raise refuse("the URL names no repository.")
+        if (parts.username or "").startswith("-"):
+            raise refuse("the URL's user name must not start with '-'.")
     if scheme not in protocols:
         raise refuse(f"{scheme} URLs are not allowed here; use {' or '.join(sorted(protocols))}.")
     if not host or host.startswith("-"):

@@ -112,7 +112,7 @@ def run_tool(context, args: list, *, env: dict, cwd: Path, json_output=False):
     command = list(args)
     out = context.workspace / "tool-output.json"
     if json_output:
-        command = ["sh", "-c", 'exec "$@" > "$BUILDHUB_JSON_OUT"', "sh", *command]
+        command = ["/bin/sh", "-c", 'exec "$@" > "$BUILDHUB_JSON_OUT"', "sh", *command]
         env = {**env, "BUILDHUB_JSON_OUT": str(out)}
     name = Path(str(args[0])).name
     returncode = context.run(

@@ -258,12 +258,13 @@ class BuildRequestSerializer(serializers.Serializer):
         return data
 
 
-def queue_estimate(job) -> tuple[int | None, int | None]:
+def queue_estimate(job, runtimes: dict | None = None) -> tuple[int | None, int | None]:
     """``(queue_position, eta_seconds)`` of a queued job, ``(None, None)`` for any other.
 
     The position counts the queued jobs of its class that are claimed before it (1 = next
     in its class); the ETA spreads the recent mean run time of its kind over the live
-    workers' slots, and is None until jobs of that kind have finished.
+    workers' slots, and is None until jobs of that kind have finished. ``runtimes`` caches
+    the per-kind figures across the jobs of one response.
     """
     if job.status != JobStatus.QUEUED:
         return None, None
@@ -273,9 +274,21 @@ def queue_estimate(job) -> tuple[int | None, int | None]:
         else Q(run_now=True) | Q(created_at__lt=job.created_at)
     )
     position = ahead.count() + 1
+    runtimes = {} if runtimes is None else runtimes
+    if job.kind not in runtimes:
+        runtimes[job.kind] = _mean_runtime(job.kind)
+    mean = runtimes[job.kind]
+    if mean is None:
+        return position, None
+    if "capacity" not in runtimes:
+        runtimes["capacity"] = max(1, worker_capacity())
+    return position, round(mean * position / runtimes["capacity"])
+
+
+def _mean_runtime(kind: str) -> float | None:
     recent = list(
         Job.objects.filter(
-            kind=job.kind,
+            kind=kind,
             status=JobStatus.SUCCEEDED,
             started_at__isnull=False,
             finished_at__isnull=False,
@@ -284,9 +297,8 @@ def queue_estimate(job) -> tuple[int | None, int | None]:
         .values_list("started_at", "finished_at")[:20]
     )
     if not recent:
-        return position, None
-    mean = sum((end - start).total_seconds() for start, end in recent) / len(recent)
-    return position, round(mean * position / max(1, worker_capacity()))
+        return None
+    return sum((end - start).total_seconds() for start, end in recent) / len(recent)
 
 
 class BuildParamsSerializer(serializers.Serializer):
@@ -322,7 +334,8 @@ class BuildSerializer(serializers.Serializer):
 
     def _estimate(self, job):
         if not hasattr(job, "_queue_estimate"):
-            job._queue_estimate = queue_estimate(job)
+            runtimes = self.context.setdefault("runtimes", {})
+            job._queue_estimate = queue_estimate(job, runtimes)
         return job._queue_estimate
 
     def get_queue_position(self, job) -> int | None:

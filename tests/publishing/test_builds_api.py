@@ -193,3 +193,16 @@ def test_a_finished_build_lists_its_artifacts_with_download_links(
     assert redirect.status_code == 302
     content = b"".join(client.get(redirect["Location"]).streaming_content)
     assert content.startswith(b"# Shop: FlutterFlow export and publish (ios, preview)")
+
+
+@pytest.mark.django_db
+def test_the_list_does_not_query_per_row_beyond_queue_positions(
+    client, app, django_assert_max_num_queries
+):
+    for _ in range(5):
+        post(client, {**EXPO, "dry_run": True})
+
+    with django_assert_max_num_queries(10):  # token, count, page, artifacts, 5 positions, ETA
+        rows = client.get("/api/v1/builds/").json()["results"]
+
+    assert sorted(row["queue_position"] for row in rows) == [1, 2, 3, 4, 5]

@@ -361,6 +361,8 @@ def test_git_urls_that_are_accepted(url):
         ("ssh://git@169.254.169.254/x", "private"),
         ("git@192.168.0.2:org/app.git", "private"),
         ("https://github.com/org/app\n", "control"),
+        ("ssh://-oProxyCommand=touch@github.com/x", "must not start with '-'"),
+        ("-oProxyCommand=x@github.com:org/app", "file://"),
     ],
 )
 def test_git_urls_that_are_refused(url, reason):
