@@ -31,9 +31,9 @@ from django.core.files.storage import storages
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
-from builds.choices import Tier
+from builds.choices import JobStatus, Tier
 from builds.engine.runner import JobFailed
-from builds.models import Account
+from builds.models import Account, Job
 from builds.tiers import MB
 from publishing.artifacts import CHUNK
 from publishing.models import App, SourceUpload
@@ -435,6 +435,25 @@ def save_upload(account: Account, app: App, uploaded_file) -> SourceUpload:
         sha256=digest.hexdigest(),
         expires_at=timezone.now() + dt.timedelta(days=settings.SOURCE_TTL_DAYS),
     )
+
+
+def sweep_expired_sources(now=None) -> int:
+    """Delete expired uploads and their files, except those a queued or running build names."""
+    now = now or timezone.now()
+    waiting = {
+        str(source.get("upload"))
+        for source in Job.objects.filter(
+            status__in=[JobStatus.QUEUED, JobStatus.RUNNING], params__source__has_key="upload"
+        ).values_list("params__source", flat=True)
+    }
+    removed = 0
+    for upload in SourceUpload.objects.filter(expires_at__lte=now).iterator():
+        if str(upload.pk) in waiting:
+            continue
+        storages["private"].delete(upload.storage_key)
+        SourceUpload.objects.filter(pk=upload.pk).delete()
+        removed += 1
+    return removed
 
 
 def upload_format(upload: SourceUpload) -> str:

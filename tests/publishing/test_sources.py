@@ -401,3 +401,26 @@ def test_git_refs_that_are_accepted(ref):
 def test_git_refs_that_are_refused(ref):
     with pytest.raises(ServiceError, match="not a valid git ref"):
         sources.validate_git_ref(ref)
+
+
+@pytest.mark.django_db
+def test_expired_uploads_are_swept_unless_a_waiting_build_names_them(app, tmp_storage):
+    from django.utils import timezone
+
+    from builds.engine.submit import submit_job
+
+    def make():
+        return sources.save_upload(
+            app.account, app, SimpleUploadedFile("a.tar.gz", tar_gz(GOOD_TAR))
+        )
+
+    expired, needed, fresh = make(), make(), make()
+    SourceUpload.objects.filter(pk__in=[expired.pk, needed.pk]).update(expires_at=timezone.now())
+    submit_job(app.account, "diagnostic.sleep", {"source": {"upload": str(needed.pk)}}, staff=True)
+
+    assert sources.sweep_expired_sources() == 1
+
+    assert set(SourceUpload.objects.values_list("pk", flat=True)) == {needed.pk, fresh.pk}
+    private = tmp_storage / "private"
+    assert not (private / expired.storage_key).exists()
+    assert (private / needed.storage_key).exists() and (private / fresh.storage_key).exists()
