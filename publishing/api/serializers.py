@@ -1,13 +1,10 @@
 import uuid
 
-from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from buildhub.errors import ServiceError
-from builds.choices import JobStatus
-from builds.engine.workers import worker_capacity
-from builds.models import Job
+from builds.api.serializers import JobSerializer
 from publishing.artifacts import signed_file_url
 from publishing.choices import (
     BuildStage,
@@ -121,16 +118,6 @@ class PublishSerializer(serializers.Serializer):
     target_environment = serializers.ChoiceField(
         choices=Environment.choices, default=Environment.PRODUCTION
     )
-
-
-class JobSerializer(serializers.Serializer):
-    """The job a request queued (the jobs API gives its full state and progress)."""
-
-    id = serializers.UUIDField()
-    kind = serializers.CharField()
-    status = serializers.CharField()
-    stage = serializers.CharField()
-    created_at = serializers.DateTimeField()
 
 
 class ReleaseSerializer(serializers.ModelSerializer):
@@ -258,91 +245,14 @@ class BuildRequestSerializer(serializers.Serializer):
         return data
 
 
-def queue_estimate(job, runtimes: dict | None = None) -> tuple[int | None, int | None]:
-    """``(queue_position, eta_seconds)`` of a queued job, ``(None, None)`` for any other.
+class BuildSerializer(JobSerializer):
+    """A build job as the jobs API shows it (queue position, ETA), with its artifacts."""
 
-    The position counts the queued jobs of its class that are claimed before it (1 = next
-    in its class); the ETA spreads the recent mean run time of its kind over the live
-    workers' slots, and is None until jobs of that kind have finished. ``runtimes`` caches
-    the per-kind figures across the jobs of one response.
-    """
-    if job.status != JobStatus.QUEUED:
-        return None, None
-    ahead = Job.objects.filter(status=JobStatus.QUEUED, priority_class=job.priority_class).filter(
-        Q(run_now=True, created_at__lt=job.created_at)
-        if job.run_now
-        else Q(run_now=True) | Q(created_at__lt=job.created_at)
-    )
-    position = ahead.count() + 1
-    runtimes = {} if runtimes is None else runtimes
-    if job.kind not in runtimes:
-        runtimes[job.kind] = _mean_runtime(job.kind)
-    mean = runtimes[job.kind]
-    if mean is None:
-        return position, None
-    if "capacity" not in runtimes:
-        runtimes["capacity"] = max(1, worker_capacity())
-    return position, round(mean * position / runtimes["capacity"])
-
-
-def _mean_runtime(kind: str) -> float | None:
-    recent = list(
-        Job.objects.filter(
-            kind=kind,
-            status=JobStatus.SUCCEEDED,
-            started_at__isnull=False,
-            finished_at__isnull=False,
-        )
-        .order_by("-finished_at")
-        .values_list("started_at", "finished_at")[:20]
-    )
-    if not recent:
-        return None
-    return sum((end - start).total_seconds() for start, end in recent) / len(recent)
-
-
-class BuildParamsSerializer(serializers.Serializer):
-    app = serializers.CharField()
-    target = serializers.CharField()
-    platform = serializers.CharField()
-    stage = serializers.CharField()
-    provider = serializers.CharField()
-    channel = serializers.CharField()
-    dry_run = serializers.BooleanField()
-    source = serializers.DictField(required=False)
-
-
-class BuildSerializer(serializers.Serializer):
-    """A build job: its request, its state in the queue or on a worker, and its artifacts."""
-
-    id = serializers.UUIDField()
-    kind = serializers.CharField()
-    status = serializers.CharField()
-    progress = serializers.IntegerField()
-    stage = serializers.CharField(help_text="What the job is doing now.")
-    attempts = serializers.IntegerField()
-    error = serializers.CharField()
-    result = serializers.JSONField(allow_null=True)
-    timeout_seconds = serializers.IntegerField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-    build = BuildParamsSerializer(source="params")
-    queue_position = serializers.SerializerMethodField()
-    eta_seconds = serializers.SerializerMethodField()
     artifacts = serializers.SerializerMethodField()
 
-    def _estimate(self, job):
-        if not hasattr(job, "_queue_estimate"):
-            runtimes = self.context.setdefault("runtimes", {})
-            job._queue_estimate = queue_estimate(job, runtimes)
-        return job._queue_estimate
-
-    def get_queue_position(self, job) -> int | None:
-        return self._estimate(job)[0]
-
-    def get_eta_seconds(self, job) -> int | None:
-        return self._estimate(job)[1]
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "artifacts"]
+        read_only_fields = fields
 
     @extend_schema_field(ArtifactSerializer(many=True))
     def get_artifacts(self, job):

@@ -11,9 +11,10 @@ from rest_framework.views import APIView
 
 from buildhub.errors import ServiceError
 from buildhub.net import client_ip
-from builds.api.permissions import caller_account
+from builds.api.permissions import caller_account, request_account
+from builds.api.serializers import JobSerializer
 from builds.choices import TokenScope
-from builds.models import Account, Job
+from builds.models import Job
 from publishing import artifacts, releases, sources
 from publishing.api.serializers import (
     AppSerializer,
@@ -22,7 +23,6 @@ from publishing.api.serializers import (
     BuildSerializer,
     CreateVersionSerializer,
     DeviceSerializer,
-    JobSerializer,
     PublishSerializer,
     ReleaseSerializer,
     SourceUploadRequestSerializer,
@@ -37,24 +37,6 @@ from publishing.models import App, Artifact, Device
 
 READ, WRITE, PUBLISH = TokenScope.BUILDS_READ, TokenScope.BUILDS_WRITE, TokenScope.PUBLISH
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded file
-
-
-def request_account(request) -> Account:
-    """The account a request acts for: the token's, or for staff the one they name."""
-    account = caller_account(request)
-    if account is not None:
-        return account
-    slug = request.query_params.get("account") or (
-        request.data.get("account") if hasattr(request.data, "get") else None
-    )
-    if not slug:
-        raise ServiceError(
-            "Staff requests name the account: ?account=<slug>.", fields={"account": "required"}
-        )
-    account = Account.objects.filter(slug=slug).first()
-    if account is None:
-        raise ServiceError("No such account.", code="not_found", status=404)
-    return account
 
 
 class AppViewSet(
@@ -175,7 +157,11 @@ class BuildViewSet(
 
     def get_queryset(self):
         account = caller_account(self.request)
-        jobs = Job.objects.filter(kind__in=BUILD_KINDS.values()).prefetch_related("artifacts")
+        jobs = (
+            Job.objects.filter(kind__in=BUILD_KINDS.values())
+            .select_related("account")
+            .prefetch_related("artifacts")
+        )
         return jobs if account is None else jobs.filter(account=account)
 
     @extend_schema(

@@ -27,7 +27,7 @@ from tests.conftest import make_account
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FAST_ENGINE = {
-    "JOB_LEASE_SECONDS": "3",
+    "JOB_LEASE_SECONDS": "5",
     "JOB_HEARTBEAT_SECONDS": "1",
     "JOB_POLL_SECONDS": "0.2",
     "JOB_RETRY_BASE_SECONDS": "1",
