@@ -7,15 +7,15 @@ Then a 1 GB zip bomb against the default caps: the time until it is refused.
 """
 
 import io
-import os
 import random
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from tests.bench.helpers import row
 
 MB = 1024 * 1024
 
@@ -54,10 +54,6 @@ def best_rate(action, unpacked_bytes: int, repeats: int) -> float:
     return unpacked_bytes / MB / best
 
 
-def row(name, value, unit, target=None, ok=None) -> dict:
-    return {"name": name, "value": round(value, 2), "unit": unit, "target": target, "ok": ok}
-
-
 def run(ctx) -> list[dict]:
     from builds.engine.runner import workspace_root
     from publishing.sources import ArchiveRefused, Caps, unpack
@@ -80,7 +76,9 @@ def run(ctx) -> list[dict]:
             unpack(io.BytesIO(d), f, None, caps)
 
         def extract(d=data, f=fmt):
-            workspace = Path(tempfile.mkdtemp(dir=workspace_root()))  # where jobs extract
+            root = workspace_root()  # where jobs extract
+            root.mkdir(parents=True, exist_ok=True)
+            workspace = Path(tempfile.mkdtemp(dir=root))
             try:
                 start = time.perf_counter()
                 unpack(io.BytesIO(d), f, workspace, caps)
@@ -116,23 +114,3 @@ def run(ctx) -> list[dict]:
         ctx.log(f"512 MB {fmt} bomb: {len(data) / 1024:.0f} KB, refused={refused} (cap 256 MB)")
         rows.append(row(f"512 MB {fmt} bomb refused in", seconds * 1000, "ms", "refused", refused))
     return rows
-
-
-if (
-    __name__ == "__main__"
-):  # a quick look without the bench runner: python -m tests.bench.bench_sources
-    import django
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "buildhub.settings")
-    django.setup()
-
-    class Context:
-        quick = "--quick" in sys.argv
-        database_url = redis_url = ""
-
-        @staticmethod
-        def log(message):
-            print(message)
-
-    for result in run(Context()):
-        print(result)
