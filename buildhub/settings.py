@@ -254,6 +254,18 @@ SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
 SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)
 UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
 
+# --- Source intake and store builds -------------------------------------------------------
+# Caps on what one uploaded archive may unpack to (zip bombs are stopped while streaming).
+SOURCE_MAX_UNPACKED_MB = env_int("SOURCE_MAX_UNPACKED_MB", 1024)
+SOURCE_MAX_FILES = env_int("SOURCE_MAX_FILES", 50000)
+# Git sources: the URL schemes builds may clone from, and whether hosts on loopback or
+# private networks are allowed (off: a build cannot reach the service's own network).
+SOURCE_GIT_PROTOCOLS = env_list("SOURCE_GIT_PROTOCOLS", ["https", "ssh"])
+SOURCE_GIT_ALLOW_PRIVATE_HOSTS = env_bool("SOURCE_GIT_ALLOW_PRIVATE_HOSTS", False)
+# Store build tools, looked up on the worker's PATH unless given as paths.
+EAS_CLI = env_str("EAS_CLI", "eas")
+FLUTTER_CLI = env_str("FLUTTER_CLI", "flutter")
+
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -293,6 +305,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PlatformEnum": "publishing.choices.Platform",
         "EnvEnum": "publishing.choices.Environment",
+        "JobStatusEnum": "builds.choices.JobStatus",
+        "VersionStatusEnum": "publishing.choices.VersionStatus",
     },
 }
 
