@@ -8,12 +8,17 @@ class PublishingConfig(AppConfig):
     def ready(self):
         from builds import registry
         from builds.engine import events
-        from publishing import releases
+        from publishing import ota, releases
 
         registry.register_kind(
             releases.PUBLISH_KIND,
             releases.publish_executor,
             counts_as_build=False,
             description="Publish a version: release.json, then switch devices to it.",
+        )
+        registry.register_kind(
+            ota.OTA_KIND,
+            ota.ota_executor,
+            description="OTA bundle: Metro, then Hermes bytecode, with a private sourcemap.",
         )
         events.job_failed.connect(releases.on_publish_job_ended, dispatch_uid="publish-ended")
