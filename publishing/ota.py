@@ -258,7 +258,6 @@ def ota_executor(context) -> dict:
         **secrets,  # e.g. NPM_TOKEN for an .npmrc that names a private registry
         "TMPDIR": str(tmp),
         "CI": "1",
-        "NODE_ENV": "production",
         "npm_config_cache": str(settings.OTA_NPM_CACHE_DIR),
         "npm_config_update_notifier": "false",
         "npm_config_fund": "false",
@@ -414,12 +413,16 @@ def install_dependencies(context, app_dir: Path, tool_env: dict) -> None:
             + ": commit the lock file so the build installs exactly what you tested."
         )
     Path(settings.OTA_NPM_CACHE_DIR).mkdir(parents=True, exist_ok=True)
+    context.log(
+        f"npm ci --ignore-scripts from the app's lock file (cache {settings.OTA_NPM_CACHE_DIR})"
+    )
     output = ToolOutput(context, 10, 40)
     code = context.run(
         [
             settings.OTA_NPM,
             "ci",
             "--ignore-scripts",
+            "--include=dev",  # Metro and hermesc are dev dependencies of a React Native app
             "--prefer-offline",
             "--no-audit",
             "--no-fund",

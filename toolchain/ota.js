@@ -41,7 +41,8 @@ function locate(name, appDir) {
     try {
       const manifest = require.resolve(`${name}/package.json`, {paths: [base]});
       const {version} = JSON.parse(fs.readFileSync(manifest, 'utf8'));
-      return {dir: path.dirname(manifest), version, origin};
+      const main = require.resolve(name, {paths: [base]});
+      return {dir: path.dirname(manifest), main, version, origin};
     } catch (error) {
       if (error.code !== 'MODULE_NOT_FOUND' && error.code !== 'ERR_PACKAGE_PATH_NOT_EXPORTED') {
         throw error;
@@ -117,7 +118,7 @@ async function loadMetroConfig(metro, appDir) {
   // No config of its own: the React Native defaults, as a template app would have them.
   const rnConfig = locate('@react-native/metro-config', appDir);
   console.log(`metro config: @react-native/metro-config ${rnConfig.version} defaults`);
-  const {getDefaultConfig} = require(rnConfig.dir);
+  const {getDefaultConfig} = require(rnConfig.main);
   const defaults = getDefaultConfig(appDir);
   let initializeCore = [];
   try {
@@ -129,6 +130,8 @@ async function loadMetroConfig(metro, appDir) {
   }
   return metro.mergeConfig(defaults, {
     serializer: {getModulesRunBeforeMainModule: () => initializeCore},
+    // Metro sees only these folders; the polyfills may come from this tool chain's.
+    watchFolders: [appDir, ...(rnConfig.origin === 'toolchain' ? [__dirname] : [])],
   });
 }
 
@@ -136,7 +139,7 @@ async function bundle(options) {
   const appDir = path.resolve(options.app);
   const located = locate('metro', appDir);
   console.log(`metro ${located.version} from the ${located.origin}`);
-  const metro = require(located.dir);
+  const metro = require(located.main);
   const {FileStore} = require(require.resolve('metro-cache', {paths: [located.dir]}));
   const base = await loadMetroConfig(metro, appDir);
   const config = metro.mergeConfig(base, {
@@ -149,7 +152,7 @@ async function bundle(options) {
   });
   fs.mkdirSync(path.dirname(path.resolve(options['bundle-out'])), {recursive: true});
   await metro.runBuild(config, {
-    entry: options.entry,
+    entry: path.resolve(appDir, options.entry),
     platform: options.platform,
     dev: false,
     minify: true,
@@ -164,7 +167,7 @@ async function bundle(options) {
 function compose(options) {
   const appDir = path.resolve(options.app);
   const located = locate('metro-source-map', appDir);
-  const {composeSourceMaps} = require(located.dir);
+  const {composeSourceMaps} = require(located.main);
   const read = file => JSON.parse(fs.readFileSync(file, 'utf8'));
   const composed = composeSourceMaps([read(options['metro-map']), read(options['hermes-map'])]);
   composed.sources = (composed.sources || []).map(source =>
