@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class PublishingConfig(AppConfig):
@@ -22,3 +23,7 @@ class PublishingConfig(AppConfig):
             description="OTA bundle: Metro, then Hermes bytecode, with a private sourcemap.",
         )
         events.job_failed.connect(releases.on_publish_job_ended, dispatch_uid="publish-ended")
+        for signal in (post_save, post_delete):
+            signal.connect(
+                releases.forget_app_key, sender="publishing.App", dispatch_uid="forget-app-key"
+            )

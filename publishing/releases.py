@@ -311,6 +311,27 @@ def _cache_key(app_id, env) -> str:
     return f"updates:{app_id}:{env}"
 
 
+def _app_key_cache_key(app_key: str) -> str:
+    return f"appkey:{hashlib.sha256(app_key.encode()).hexdigest()}"
+
+
+def app_by_key(app_key: str) -> App | None:
+    """The app a device names by its X-App-Key, cached: a warm update check needs no
+    database connection, so concurrent devices do not each hold one."""
+    key = _app_key_cache_key(app_key)
+    app = cache.get(key)
+    if app is None:
+        app = App.objects.filter(app_key=app_key).first()
+        if app is not None:
+            cache.set(key, app, settings.UPDATE_CHECK_CACHE_SECONDS)
+    return app
+
+
+def forget_app_key(sender, instance: App, **kwargs) -> None:
+    """An app renamed or deleted is looked up afresh (post_save / post_delete of App)."""
+    cache.delete(_app_key_cache_key(instance.app_key))
+
+
 def invalidate_update_cache(app: App, env: str) -> None:
     cache.delete(_cache_key(app.pk, env))
 

@@ -198,7 +198,7 @@ class BundleDownloadView(APIView):
 
 def app_for_key(request, slug: str | None = None) -> App:
     key = request.headers.get("X-App-Key", "")
-    app = App.objects.filter(app_key=key).first() if key else None
+    app = releases.app_by_key(key) if key else None
     if app is None or (slug is not None and app.slug != slug):
         raise ServiceError(
             "Unknown app key: send the app's X-App-Key header.",

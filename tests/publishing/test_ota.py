@@ -5,19 +5,14 @@ Hermes compiler in its lock file; copies of it made here add a syntax error, a l
 or drop the dependencies (the pinned tool chain then builds it).
 """
 
-import datetime as dt
 import hashlib
-import io
 import json
 import shutil
 import subprocess
-import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.utils import timezone
 
@@ -26,66 +21,15 @@ from builds.engine.runner import run_next_job
 from builds.limits import effective_limits
 from builds.models import EnterpriseLimit, Job
 from publishing import ota, releases
-from publishing.builds import request_build
 from publishing.choices import ArtifactKind, Visibility
-from publishing.models import App, Artifact, SourceUpload
+from publishing.models import App, Artifact
 from tests.builds.test_workers_live import Processes, wait_until
 from tests.conftest import make_account
+from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "rn-app"
 TOOLCHAIN_HERMESC = "node_modules/hermes-compiler/hermesc/linux64-bin/hermesc"
-
-
-def copy_fixture(tmp_path: Path, name="rn-app") -> Path:
-    target = tmp_path / "sources" / name
-    shutil.copytree(FIXTURE, target, ignore=shutil.ignore_patterns("node_modules"))
-    return target
-
-
-def upload_source(app: App, directory: Path) -> SourceUpload:
-    """The app's source as a .tar.gz in private storage, as the source intake keeps it."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(directory, arcname=directory.name)
-    data = buffer.getvalue()
-    key = storages["private"].save(
-        f"sources/{app.account.slug}/{app.slug}/{uuid.uuid4()}.tar.gz", ContentFile(data)
-    )
-    return SourceUpload.objects.create(
-        account=app.account,
-        app=app,
-        storage_key=key,
-        filename=f"{directory.name}.tar.gz",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        expires_at=timezone.now() + dt.timedelta(days=1),
-    )
-
-
-def make_app(account, slug="shop") -> App:
-    return App.objects.create(
-        account=account, slug=slug, name="Shop", platforms=["android", "ios"], runtime_version="1"
-    )
-
-
-def request_ota(app: App, upload: SourceUpload, platform="android") -> Job:
-    job, created = request_build(
-        app.account,
-        {
-            "app": app.slug,
-            "target": "ota",
-            "platform": platform,
-            "stage": "build",
-            "provider": "local",
-            "channel": "production",
-            "dry_run": False,
-            "source": {"upload": str(upload.pk)},
-        },
-    )
-    assert created
-    return job
 
 
 def build(app: App, directory: Path, platform="android") -> Job:

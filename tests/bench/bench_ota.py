@@ -1,0 +1,189 @@
+"""OTA: build time of the fixture app, and the device update check under load.
+
+- Builds: the fixture React Native app (tests/fixtures/rn-app) through the engine as a worker
+  runs it (npm ci, Metro, hermesc, sourcemaps, upload): once with an empty Metro cache
+  (cold; npm's package cache is warm, as on any worker that built before) and then again
+  with the cache warm.
+- Update check: the built bundle is published, a real daphne serves the project on loopback,
+  and 100 concurrent clients (asyncio + httpx, one keep-alive connection each) ask
+  ``GET /api/v1/updates/check`` with the app key; p50 and p95 of the request latency.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.db import close_old_connections
+from django.test import override_settings
+
+from builds.choices import JobStatus, Tier
+from builds.engine.runner import run_next_job
+from builds.models import Job
+from publishing import releases
+from tests.conftest import make_account
+from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+
+CLIENTS = 100
+P95_GOAL_MS = 20
+
+
+def row(name, value, unit, target=None, ok=None) -> dict:
+    return {"name": name, "value": float(value), "unit": unit, "target": target, "ok": ok}
+
+
+def percentile(values, percent: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
+STEP_MARKERS = {  # the first log line of each step
+    "npm ci": "npm ci --ignore-scripts",
+    "metro": "metro ",
+    "hermesc": "hermesc from",
+    "compose+upload": "Hermes bytecode version",
+}
+
+
+def step_seconds(job: Job) -> dict[str, float]:
+    """Seconds per step, from the job's log line times."""
+    lines = list(job.logs.order_by("seq").values_list("ts", "message"))
+    starts = []
+    for step, marker in STEP_MARKERS.items():
+        ts = next((ts for ts, message in lines if message.startswith(marker)), None)
+        if ts is not None:
+            starts.append((step, ts))
+    ends = [ts for _, ts in starts[1:]] + [job.finished_at]
+    return {step: (end - ts).total_seconds() for (step, ts), end in zip(starts, ends, strict=True)}
+
+
+def timed_build(ctx, app, source: Path) -> tuple[Job, float]:
+    job = request_ota(app, upload_source(app, source))
+    started = time.perf_counter()
+    ran = run_next_job()
+    elapsed = time.perf_counter() - started
+    job = Job.objects.get(pk=job.pk)
+    if ran != str(job.pk) or job.status != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"the OTA build did not succeed: {job.status} {job.error}")
+    steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in step_seconds(job).items())
+    ctx.log(f"OTA build {job.pk}: {elapsed:.2f}s ({steps}), {job.result['bundle_size']} bytes")
+    return job, elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def hammer(url: str, headers: dict, per_client: int) -> list[float]:
+    """``CLIENTS`` clients, each sending ``per_client`` requests one after another."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
+
+        async def device():
+            for _ in range(per_client):
+                started = time.perf_counter()
+                response = await client.get(url)
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 200:
+                    raise RuntimeError(f"update check answered {response.status_code}")
+
+        await asyncio.gather(*(device() for _ in range(CLIENTS)))
+    return latencies
+
+
+def update_check_rows(ctx, app) -> list[dict]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = Path(settings.VAR_DIR) / "bench" / "ota-daphne.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+            + ["buildhub.asgi:application"],
+            cwd=settings.BASE_DIR,
+            env={**os.environ, "DATABASE_URL": ctx.database_url, "REDIS_URL": ctx.redis_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError(f"daphne did not come up (see {log_path})")
+            time.sleep(0.2)
+        url = (
+            f"{base}/api/v1/updates/check?app={app.slug}&platform=android"
+            f"&runtime_version={app.runtime_version}&channel=production"
+        )
+        headers = {"X-App-Key": app.app_key}
+        asyncio.run(hammer(url, headers, 2))  # connections open, release cached
+        per_client = 5 if ctx.quick else 20
+        started = time.perf_counter()
+        latencies = asyncio.run(hammer(url, headers, per_client))
+        wall = time.perf_counter() - started
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    p50, p95 = percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000
+    ctx.log(
+        f"update check: {len(latencies)} requests from {CLIENTS} clients in {wall:.2f}s, "
+        f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"
+    )
+    return [
+        row(f"update check p50 ({CLIENTS} clients)", p50, "ms"),
+        row(
+            f"update check p95 ({CLIENTS} clients)",
+            p95,
+            "ms",
+            f"<= {P95_GOAL_MS} ms (bar 500 ms)",
+            p95 <= P95_GOAL_MS,
+        ),
+        row("update check throughput", len(latencies) / wall, "req/s"),
+    ]
+
+
+def run(ctx) -> list[dict]:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    account = make_account(Tier.PRO, f"OTA Bench {uuid.uuid4().hex[:6]}")
+    app = make_app(account, "bench-app")
+    with tempfile.TemporaryDirectory(prefix="bench-ota-") as tmp:
+        source = copy_fixture(Path(tmp))
+        with override_settings(OTA_METRO_CACHE_DIR=Path(tmp) / "metro-cache"):
+            cold_job, cold = timed_build(ctx, app, source)
+            warm = [timed_build(ctx, app, source) for _ in range(1 if ctx.quick else 3)]
+    job = warm[-1][0]
+    version = releases.create_version(app, [job.pk])
+    publish_job, _ = releases.request_publish(version, "production")
+    if run_next_job() != str(publish_job.pk):
+        raise RuntimeError("the publish job did not run")
+    if Job.objects.get(pk=publish_job.pk).status != JobStatus.SUCCEEDED:
+        raise RuntimeError("the publish job failed")
+    close_old_connections()
+    warm_metro = statistics.median(step_seconds(job)["metro"] for job, _ in warm)
+    return [
+        row("OTA build of the fixture app, cold Metro cache", cold, "s"),
+        row("OTA build of the fixture app, warm", statistics.median(t for _, t in warm), "s"),
+        row("  Metro step, cold", step_seconds(cold_job)["metro"], "s"),
+        row("  Metro step, warm", warm_metro, "s"),
+        *update_check_rows(ctx, app),
+    ]
