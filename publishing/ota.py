@@ -12,6 +12,7 @@ them. Node-side steps run through ``toolchain/ota.js``.
 
 import contextlib
 import fcntl
+import functools
 import json
 import re
 import shutil
@@ -363,26 +364,21 @@ def ota_executor(context) -> dict:
     context.log(f"bundle size {size} bytes, within the {limits.max_bundle_mb} MB limit")
 
     context.progress(90, "Uploading the bundle and sourcemap")
-    key = f"ota/{app.account.slug}/{app.slug}/{context.job.pk}"
-    stored_bundle = artifacts.store_file(
+    key = f"ota/{app.account.slug}/{app.slug}/{context.job.pk}/index.{platform}"
+    store = functools.partial(
+        artifacts.store_file, account=app.account, job=context.job, app=app, platform=platform
+    )
+    stored_bundle = store(
         bundle,
-        account=app.account,
         kind=ArtifactKind.OTA_BUNDLE,
-        key=f"{key}/index.{platform}.hbc",
-        job=context.job,
-        app=app,
-        platform=platform,
+        key=f"{key}.hbc",
         visibility=Visibility.PUBLIC,
         content_type="application/vnd.facebook.hermes-bytecode",
     )
-    stored_map = artifacts.store_file(
+    stored_map = store(
         composed_map,
-        account=app.account,
         kind=ArtifactKind.SOURCEMAP,
-        key=f"{key}/index.{platform}.map",
-        job=context.job,
-        app=app,
-        platform=platform,
+        key=f"{key}.map",
         visibility=Visibility.PRIVATE,
         content_type="application/json",
     )
