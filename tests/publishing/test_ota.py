@@ -267,3 +267,24 @@ def test_a_source_without_a_lock_file_is_refused(pro_account, tmp_storage, tmp_p
 
     assert job.status == JobStatus.FAILED
     assert job.error.startswith("The app has no package-lock.json (found yarn.lock;")
+
+
+def test_hermesc_is_the_apps_own_and_never_a_mismatched_fallback(tmp_path, settings):
+    old_rn = tmp_path / "rn-0.81"  # hermesc inside react-native (up to 0.82)
+    bundled = old_rn / "node_modules/react-native/sdks/hermesc" / ota.HERMESC_BIN / "hermesc"
+    bundled.parent.mkdir(parents=True)
+    bundled.write_bytes(b"")
+    assert ota.find_hermesc(old_rn) == (bundled, "app")
+
+    no_compiler = tmp_path / "rn-without-hermes"
+    (no_compiler / "node_modules/react-native").mkdir(parents=True)
+    (no_compiler / "node_modules/react-native/package.json").write_text("{}")
+    with pytest.raises(ota.JobFailed, match="bytecode from another compiler would not run"):
+        ota.find_hermesc(no_compiler)
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert ota.find_hermesc(plain) == (
+        Path(settings.OTA_TOOLCHAIN_DIR) / TOOLCHAIN_HERMESC,
+        "toolchain",
+    )
