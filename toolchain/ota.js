@@ -148,7 +148,6 @@ async function bundle(options) {
     reporter: plainReporter(),
     resolver: {useWatchman: false},
     watch: false,
-    ...(options['max-workers'] ? {maxWorkers: Number(options['max-workers'])} : {}),
   });
   fs.mkdirSync(path.dirname(path.resolve(options['bundle-out'])), {recursive: true});
   await metro.runBuild(config, {
