@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain migrate clean
+.PHONY: run test lint venv toolchain migrate bench clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ test: lint toolchain
 
 migrate: venv
 	$(PY) manage.py migrate
+
+# Measurements on real PostgreSQL + Redis (BENCH_DATABASE_URL is dropped and re-created,
+# BENCH_REDIS_URL or REDIS_URL emptied); prints a table and writes var/bench/results.json.
+bench: venv toolchain
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var toolchain/node_modules

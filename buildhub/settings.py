@@ -141,7 +141,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "buildhub:ws"},
+        "CONFIG": {
+            # Live progress: redis-py 8 reads with a 5 s socket timeout by default, as long
+            # as the layer's blocking BZPOPMIN waits, which breaks idle websockets; allow more.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+            "prefix": "buildhub:ws",
+        },
     }
 }
 
@@ -174,6 +179,16 @@ DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diag
 
 RATELIMIT_USE_CACHE = "default"
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")
+# How often the dashboard websocket re-reads the numbers (sent only when they change).
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 2)
+
+# --- Jobs API and queue insight ---------------------------------------------------------
+# Per-account budgets (django-ratelimit syntax: count/period, e.g. 120/5m), on top of the
+# per-token API_RATE_LIMIT: submit and run-now share one, list, detail and logs the other.
+JOBS_SUBMIT_RATE = env_str("JOBS_SUBMIT_RATE", "10/h")
+JOBS_READ_RATE = env_str("JOBS_READ_RATE", "120/5m")
+JOB_ETA_SAMPLE = env_int("JOB_ETA_SAMPLE", 20)  # recent succeeded jobs of a kind for the ETA
+JOB_LOGS_PAGE_LINES = env_int("JOB_LOGS_PAGE_LINES", 1000)  # log lines per logs request
 
 # --- Storage ----------------------------------------------------------------------------
 STORAGE_ROOT = VAR_DIR / "storage"

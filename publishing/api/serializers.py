@@ -100,16 +100,6 @@ class PublishSerializer(serializers.Serializer):
     )
 
 
-class JobSerializer(serializers.Serializer):
-    """The job a request queued (the jobs API gives its full state and progress)."""
-
-    id = serializers.UUIDField()
-    kind = serializers.CharField()
-    status = serializers.CharField()
-    stage = serializers.CharField()
-    created_at = serializers.DateTimeField()
-
-
 class ReleaseSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="version.number")
 

@@ -9,16 +9,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildhub.errors import ServiceError
-from builds.api.permissions import caller_account
+from builds.api.permissions import caller_account, request_account
+from builds.api.serializers import JobSerializer
 from builds.choices import TokenScope
-from builds.models import Account
 from publishing import artifacts, releases
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
     CreateVersionSerializer,
     DeviceSerializer,
-    JobSerializer,
     PublishSerializer,
     ReleaseSerializer,
     UpdateCheckQuerySerializer,
@@ -29,24 +28,6 @@ from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact, Device
 
 READ, WRITE, PUBLISH = TokenScope.BUILDS_READ, TokenScope.BUILDS_WRITE, TokenScope.PUBLISH
-
-
-def request_account(request) -> Account:
-    """The account a request acts for: the token's, or for staff the one they name."""
-    account = caller_account(request)
-    if account is not None:
-        return account
-    slug = request.query_params.get("account") or (
-        request.data.get("account") if hasattr(request.data, "get") else None
-    )
-    if not slug:
-        raise ServiceError(
-            "Staff requests name the account: ?account=<slug>.", fields={"account": "required"}
-        )
-    account = Account.objects.filter(slug=slug).first()
-    if account is None:
-        raise ServiceError("No such account.", code="not_found", status=404)
-    return account
 
 
 class AppViewSet(
