@@ -10,11 +10,7 @@
 """
 
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -22,7 +18,6 @@ import uuid
 from pathlib import Path
 
 import psutil
-from django.conf import settings
 from django.db import close_old_connections
 from django.test import override_settings
 
@@ -30,19 +25,12 @@ from builds.choices import JobStatus, Tier
 from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import releases
+from tests.bench.helpers import free_port, percentile, row, started, wait_until
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
 
 CLIENTS = 100
 P95_GOAL_MS = 20
-
-
-def row(name, value, unit, target=None, ok=None) -> dict:
-    return {"name": name, "value": float(value), "unit": unit, "target": target, "ok": ok}
-
-
-def percentile(values, percent: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
 
 
 STEP_MARKERS = {  # the first log line of each step
@@ -86,12 +74,6 @@ def timed_build(ctx, app, source: Path) -> tuple[Job, float]:
     steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in step_seconds(job).items())
     ctx.log(f"OTA build {job.pk}: {elapsed:.2f}s ({steps}), {job.result['bundle_size']} bytes")
     return job, elapsed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def fetch(reader, writer, request: bytes) -> int:
@@ -139,29 +121,19 @@ def cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def update_check_rows(ctx, app) -> list[dict]:
     port = free_port()
-    log_path = Path(settings.VAR_DIR) / "bench" / "ota-daphne.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
-            + ["buildhub.asgi:application"],
-            cwd=settings.BASE_DIR,
-            env={**os.environ, "DATABASE_URL": ctx.database_url, "REDIS_URL": ctx.redis_url},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"daphne did not come up (see {log_path})") from None
-                time.sleep(0.2)
+    daphne_args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "buildhub.asgi:application"]
+    with started(ctx, "ota-daphne", daphne_args) as server:
+        wait_until(lambda: healthy(port), seconds=60, what="daphne to serve", poll=0.2)
         path = (
             f"/api/v1/updates/check?app={app.slug}&platform=android"
             f"&runtime_version={app.runtime_version}&channel=production"
@@ -172,17 +144,10 @@ def update_check_rows(ctx, app) -> list[dict]:
         per_client = 5 if ctx.quick else 20
         daphne = psutil.Process(server.pid)
         server_cpu = cpu_seconds(daphne)
-        started = time.perf_counter()
+        begun = time.perf_counter()
         latencies = asyncio.run(devices(port, request, per_client))
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - begun
         server_cpu = cpu_seconds(daphne) - server_cpu
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     count = len(latencies)
     p50, p95 = percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000
     ctx.log(
