@@ -266,6 +266,19 @@ SOURCE_GIT_ALLOW_PRIVATE_HOSTS = env_bool("SOURCE_GIT_ALLOW_PRIVATE_HOSTS", Fals
 EAS_CLI = env_str("EAS_CLI", "eas")
 FLUTTER_CLI = env_str("FLUTTER_CLI", "flutter")
 
+# --- OTA builds (Metro + Hermes) -------------------------------------------------------
+# The pinned fallback tool chain (`make toolchain`) for apps that carry no Metro or hermesc.
+OTA_TOOLCHAIN_DIR = Path(env_str("OTA_TOOLCHAIN_DIR") or BASE_DIR / "toolchain")
+OTA_NODE = env_str("OTA_NODE", "node")
+OTA_NPM = env_str("OTA_NPM", "npm")
+# Shared by every build on this machine: npm's package cache and Metro's transform cache.
+OTA_NPM_CACHE_DIR = Path(env_str("OTA_NPM_CACHE_DIR") or VAR_DIR / "cache" / "npm")
+OTA_METRO_CACHE_DIR = Path(env_str("OTA_METRO_CACHE_DIR") or VAR_DIR / "cache" / "metro")
+# Builds run in reusable directories (same path, warm Metro cache); default: under the
+# job workspace root. OTA_BUILD_SLOTS bounds how many run at once on one machine.
+OTA_BUILD_ROOT = env_str("OTA_BUILD_ROOT")
+OTA_BUILD_SLOTS = env_int("OTA_BUILD_SLOTS", 32)
+
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -247,15 +247,17 @@ class BundleDownloadView(APIView):
         return _file_response(artifact)
 
 
-def app_for_key(request, slug: str | None = None) -> App:
+def unknown_app_key() -> ServiceError:
+    return ServiceError(
+        "Unknown app key: send the app's X-App-Key header.", code="not_authenticated", status=401
+    )
+
+
+def app_for_key(request) -> App:
     key = request.headers.get("X-App-Key", "")
-    app = App.objects.filter(app_key=key).first() if key else None
-    if app is None or (slug is not None and app.slug != slug):
-        raise ServiceError(
-            "Unknown app key: send the app's X-App-Key header.",
-            code="not_authenticated",
-            status=401,
-        )
+    app = releases.app_by_key(key) if key else None
+    if app is None:
+        raise unknown_app_key()
     return app
 
 
@@ -274,13 +276,17 @@ class UpdateCheckView(APIView):
         query = UpdateCheckQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        app = app_for_key(request, params["app"])
+        app_key = request.headers.get("X-App-Key", "")
+        app, release = (
+            releases.update_check_state(app_key, params["env"]) if app_key else (None, None)
+        )
+        if app is None or app.slug != params["app"]:
+            raise unknown_app_key()
         update = releases.check_for_update(
-            app,
+            release,
             platform=params["platform"],
             runtime_version=params["runtime_version"],
             channel=params["channel"],
-            env=params["env"],
             current_sha=params["current"],
             device_id=params["device"] or request.headers.get("X-Device-Id", ""),
         )
