@@ -239,6 +239,27 @@ SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
 SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)
 UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
 
+# --- Build events -----------------------------------------------------------------------
+# A running build with no event for this long is stale (status endpoint, banner, sweeper).
+BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS = env_int("BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS", 90)
+BUILD_EVENTS_SWEEP_INTERVAL_SECONDS = env_int("BUILD_EVENTS_SWEEP_INTERVAL_SECONDS", 30)
+# A stale run stays in the admin banner until it has been silent this long.
+BUILD_EVENTS_STALE_VISIBLE_SECONDS = env_int("BUILD_EVENTS_STALE_VISIBLE_SECONDS", 3600)
+BUILD_EVENTS_RATE_LIMIT = env_str("BUILD_EVENTS_RATE_LIMIT", "1200/m")  # per token
+BUILD_EVENTS_MAX_BODY_BYTES = env_int("BUILD_EVENTS_MAX_BODY_BYTES", 1024 * 1024)
+BUILD_EVENTS_MAX_BATCH = env_int("BUILD_EVENTS_MAX_BATCH", 1000)
+BUILD_WEBHOOK_TIMEOUT_SECONDS = env_int("BUILD_WEBHOOK_TIMEOUT_SECONDS", 5)
+BUILD_WEBHOOK_MAX_ATTEMPTS = env_int("BUILD_WEBHOOK_MAX_ATTEMPTS", 6)
+BUILD_WEBHOOK_RETRY_BASE_SECONDS = env_int("BUILD_WEBHOOK_RETRY_BASE_SECONDS", 30)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "BuildHub <buildhub@localhost>")
+
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -278,6 +299,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PlatformEnum": "publishing.choices.Platform",
         "EnvEnum": "publishing.choices.Environment",
+        "BuildRunEnvEnum": "buildevents.choices.RunEnv",
+        "BuildRunStatusEnum": "buildevents.choices.RunStatus",
+        "BuildStageStatusEnum": "buildevents.api.serializers.STAGE_STATUSES",
     },
 }
 
