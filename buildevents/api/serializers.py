@@ -5,7 +5,6 @@ from buildevents.choices import EventKind, RunEnv, RunOrigin
 from buildevents.models import BuildRun, BuildRunEvent
 from buildevents.reports import stage_spans
 
-
 STAGE_STATUSES = ["running", "done", "failed"]
 
 
