@@ -18,6 +18,8 @@ server is unreachable or slow, one warning is printed and the build goes on: rep
 the command less than a second in all.
 """
 
+from __future__ import annotations  # runs on the Python 3.8+ of older build hosts too
+
 import argparse
 import contextlib
 import json
@@ -32,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 ENDPOINT_PATH = "/api/v1/internal/build-events/"
 REQUEST_TIMEOUT = 2.0  # seconds per request, in the background thread
@@ -54,7 +56,8 @@ MAX_COMMAND_CHARS = 1000
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    moment = datetime.now(timezone.utc)  # noqa: UP017 - datetime.UTC is Python 3.11+
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def warn(message: str) -> None:
