@@ -1,11 +1,12 @@
 import uuid
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async  # closes its connections
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from buildevents import live
+from buildevents.consumers import BuildStatusConsumer
 from buildevents.models import BuildRun
 from buildhub.asgi import application
 from builds.services import create_account
@@ -53,12 +54,17 @@ async def test_staff_get_the_status_then_every_push(staff, clear_cache):
     await communicator.disconnect()
 
 
-async def test_non_staff_and_anonymous_are_refused(django_user_model):
-    customer = await sync_to_async(django_user_model.objects.create_user)(
-        "c", "c@x.io", "pw-c-12345"
-    )
+async def test_non_staff_users_are_refused(django_user_model):
+    customer = await sync_to_async(django_user_model.objects.create_user)("c", "c@x.io", "pw-c-12")
+    communicator = WebsocketCommunicator(BuildStatusConsumer.as_asgi(), PATH)
+    communicator.scope["user"] = customer
 
-    _, connected = await connect(await sync_to_async(session_headers)(customer))
-    assert connected is False
-    _, connected = await connect([(b"origin", b"http://localhost")])
+    connected, code = await communicator.connect()
+
+    assert (connected, code) == (False, 4403)
+
+
+async def test_anonymous_visitors_are_refused():
+    communicator, connected = await connect([(b"origin", b"http://localhost")])
+
     assert connected is False
