@@ -108,24 +108,33 @@ def enqueue(task: str, *args) -> bool:
 
 def notify_staff(kind: str, run: BuildRun, *, timeout: dt.timedelta | None = None) -> list:
     """Notices about ``run`` for every active staff user, plus webhooks; sent after commit."""
-    if kind not in NotificationKind.values:
-        raise ValueError(f"{kind!r} is not a notification kind")
-    title, body = describe(kind, run, timeout)
-    staff = get_user_model().objects.filter(is_staff=True, is_active=True)
-    notices = Notification.objects.bulk_create(
-        [
-            Notification(user_id=pk, kind=kind, run=run, title=title, body=body)
-            for pk in staff.values_list("pk", flat=True)
-        ]
+    return notify_staff_of([(kind, run, timeout)])
+
+
+def notify_staff_of(announcements: list) -> list:
+    """``notify_staff`` for several ``(kind, run, timeout)`` at once, in four queries."""
+    if not announcements:
+        return []
+    unknown = {kind for kind, _, _ in announcements} - set(NotificationKind.values)
+    if unknown:
+        raise ValueError(f"not notification kinds: {sorted(unknown)}")
+    staff = list(
+        get_user_model().objects.filter(is_staff=True, is_active=True).values_list("pk", flat=True)
     )
-    endpoints = [endpoint for endpoint in WebhookEndpoint.objects.filter(active=True)]
-    deliveries = WebhookDelivery.objects.bulk_create(
-        [
+    endpoints = list(WebhookEndpoint.objects.filter(active=True))
+    notices, deliveries = [], []
+    for kind, run, timeout in announcements:
+        title, body = describe(kind, run, timeout)
+        notices.extend(
+            Notification(user_id=pk, kind=kind, run=run, title=title, body=body) for pk in staff
+        )
+        deliveries.extend(
             WebhookDelivery(endpoint=endpoint, kind=kind, body=webhook_body(kind, run, title))
             for endpoint in endpoints
             if endpoint.wants(kind)
-        ]
-    )
+        )
+    notices = Notification.objects.bulk_create(notices)
+    deliveries = WebhookDelivery.objects.bulk_create(deliveries)
     mailed = [notice.pk for notice in notices]
 
     def send():

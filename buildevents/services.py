@@ -223,6 +223,7 @@ def ingest_events(account: Account, events: list[EventIn]) -> IngestResult:
                         message=event.message,
                         duration_ms=event.duration_ms,
                         created_at=event.ts,
+                        received_at=received_at,
                         payload=event.payload,
                         event_id=event.event_id or "",
                     )
@@ -230,8 +231,7 @@ def ingest_events(account: Account, events: list[EventIn]) -> IngestResult:
         _save_run(run, before, touched)
         result.runs[str(run_id)] = run.status
     BuildRunEvent.objects.bulk_create(rows)
-    for kind, run in announcements:
-        notifications.notify_staff(kind, run)
+    notifications.notify_staff_of([(kind, run, None) for kind, run in announcements])
     if result.accepted:
         transaction.on_commit(live.push_build_status)
     return result

@@ -17,6 +17,9 @@ from buildhub.errors import ServiceError
 MAX_MESSAGE_BYTES = 8 * 1024
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DURATION_MS = 31 * 24 * 3600 * 1000  # a month: anything longer is a client bug
+EVENT_KINDS = frozenset(EventKind.values)
+ENUM_FIELDS = {"env": (frozenset(RunEnv.values), ", ".join(RunEnv.values))}
+ENUM_FIELDS["origin"] = (frozenset(RunOrigin.values), ", ".join(RunOrigin.values))
 # Text fields: JSON name → (model attribute, maximum length in characters).
 TEXT_FIELDS = {
     "command": ("command", 1000),
@@ -129,14 +132,14 @@ def parse_event(raw, prefix: str = "") -> EventIn:
     event = raw.get("event")
     if event is None:
         _refuse(name("event"), "is required")
-    if event not in EventKind.values:
+    if not isinstance(event, str) or event not in EVENT_KINDS:
         _refuse(name("event"), f"must be one of {', '.join(EventKind.values)}")
     parsed = EventIn(run_id=run_id, event=event)
-    for key, choices in (("env", RunEnv), ("origin", RunOrigin)):
+    for key, (allowed, listed) in ENUM_FIELDS.items():
         value = raw.get(key)
         if value is not None:
-            if value not in choices.values:
-                _refuse(name(key), f"must be one of {', '.join(choices.values)}")
+            if not isinstance(value, str) or value not in allowed:
+                _refuse(name(key), f"must be one of {listed}")
             setattr(parsed, key, value)
     for key, (attribute, limit) in TEXT_FIELDS.items():
         value = raw.get(key)
