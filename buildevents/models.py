@@ -1,6 +1,7 @@
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Now
 
@@ -125,6 +126,16 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self):
         return self.url
+
+    def clean(self):
+        errors = {}
+        unknown = sorted(set(self.kinds or []) - set(NotificationKind.values))
+        if not isinstance(self.kinds, list) or unknown:
+            errors["kinds"] = f"A list of some of: {', '.join(NotificationKind.values)}."
+        if not self.url.startswith(("https://", "http://")):
+            errors["url"] = "An http:// or https:// URL."
+        if errors:
+            raise ValidationError(errors)
 
     def wants(self, kind: str) -> bool:
         return not self.kinds or kind in self.kinds

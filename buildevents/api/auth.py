@@ -1,26 +1,19 @@
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import permissions
 
 from buildhub.throttling import CacheRateThrottle
-from builds.api.auth import TokenUser
-from builds.services import TokenRejected, authenticate_token
+from builds.api.auth import ApiTokenAuthentication
 
 
-class BuildTokenAuthentication(authentication.BaseAuthentication):
+class BuildTokenAuthentication(ApiTokenAuthentication):
     """``X-Build-Token: bh_...``: an API token, as build scripts send it."""
 
     header = "HTTP_X_BUILD_TOKEN"
 
     def authenticate(self, request):
         raw = request.META.get(self.header, "").strip()
-        if not raw:
-            return None
-        try:
-            token = authenticate_token(raw)
-        except TokenRejected as rejected:
-            raise exceptions.AuthenticationFailed(rejected.message) from None
-        return TokenUser(token), token
+        return self.authenticate_credentials(raw) if raw else None
 
     def authenticate_header(self, request):
         return 'X-Build-Token realm="build-events"'

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from buildevents.models import BuildRun, BuildRunEvent
 from builds.choices import TokenScope
 from builds.services import create_api_token
 
@@ -83,3 +84,25 @@ def q_sync(monkeypatch):
 
 def now():
     return timezone.now()
+
+
+def finished_run(account, command, started_at, duration_ms, stages=(), status="success"):
+    run = BuildRun.objects.create(
+        run_id=uuid.uuid4(),
+        account=account,
+        command=command,
+        env="prod",
+        status=status,
+        started_at=started_at,
+        ended_at=started_at + dt.timedelta(milliseconds=duration_ms),
+        duration_ms=duration_ms,
+    )
+    for name, stage_ms in stages:
+        BuildRunEvent.objects.create(
+            run=run,
+            event="stage_completed",
+            stage=name,
+            duration_ms=stage_ms,
+            created_at=started_at,
+        )
+    return run

@@ -10,7 +10,7 @@ from django.utils import timezone
 from buildevents.models import BuildRun, Notification
 from builds import registry
 from builds.management.commands.runworkers import Supervisor
-from tests.buildevents.conftest import at, event, started
+from tests.buildevents.conftest import at, event, finished_run, started
 
 pytestmark = pytest.mark.django_db
 
@@ -67,8 +67,6 @@ def test_run_page_shows_the_timeline_read_only(events_client, admin_client_for_s
 
 
 def test_trends_page_draws_an_svg_chart(pro_account, admin_client_for_staff):
-    from tests.buildevents.test_status import finished_run
-
     now = timezone.now()
     for days, seconds in ((2, 60), (1, 90), (0, 120)):
         finished_run(pro_account, "make release", now - dt.timedelta(days=days), seconds * 1000)
@@ -165,3 +163,15 @@ def test_the_supervisor_runs_the_stale_sweep(events_client, run_id, settings):
     Supervisor(clusters=0, idle_seconds=1, out=lambda line: None).sweep()
 
     assert BuildRun.objects.get(run_id=run_id).status == "stale"
+
+
+def test_webhook_endpoints_are_validated(admin_client_for_staff):
+    from django.core.exceptions import ValidationError
+
+    from buildevents.models import WebhookEndpoint
+
+    with pytest.raises(ValidationError) as refused:
+        WebhookEndpoint(url="ftp://example.com/hook", kinds=["build_failed", "lunch"]).full_clean()
+
+    assert set(refused.value.message_dict) == {"url", "kinds"}
+    WebhookEndpoint(url="https://example.com/hook", kinds=["stale"]).full_clean()

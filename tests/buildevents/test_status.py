@@ -7,9 +7,9 @@ from rest_framework.test import APIClient
 
 from buildevents import reports
 from buildevents.choices import RunStatus
-from buildevents.models import BuildRun, BuildRunEvent
+from buildevents.models import BuildRun
 from buildevents.services import sweep_stale_runs
-from tests.buildevents.conftest import at, event, started
+from tests.buildevents.conftest import at, event, finished_run, started
 
 pytestmark = pytest.mark.django_db
 
@@ -232,28 +232,6 @@ def test_an_unknown_run_is_404(staff_client):
 
 
 # --- trends -----------------------------------------------------------------------------
-def finished_run(account, command, started_at, duration_ms, stages=(), status="success"):
-    run = BuildRun.objects.create(
-        run_id=uuid.uuid4(),
-        account=account,
-        command=command,
-        env="prod",
-        status=status,
-        started_at=started_at,
-        ended_at=started_at + dt.timedelta(milliseconds=duration_ms),
-        duration_ms=duration_ms,
-    )
-    for name, stage_ms in stages:
-        BuildRunEvent.objects.create(
-            run=run,
-            event="stage_completed",
-            stage=name,
-            duration_ms=stage_ms,
-            created_at=started_at,
-        )
-    return run
-
-
 def test_trends_give_p50_and_p95_per_command_over_last_runs_and_per_day(pro_account, staff_client):
     now = timezone.now().replace(hour=12)
     yesterday = now - dt.timedelta(days=1)
