@@ -129,8 +129,8 @@ class WebhookEndpoint(models.Model):
 
     def clean(self):
         errors = {}
-        unknown = sorted(set(self.kinds or []) - set(NotificationKind.values))
-        if not isinstance(self.kinds, list) or unknown:
+        kinds = self.kinds if isinstance(self.kinds, list) else None
+        if kinds is None or any(kind not in NotificationKind.values for kind in kinds):
             errors["kinds"] = f"A list of some of: {', '.join(NotificationKind.values)}."
         if not self.url.startswith(("https://", "http://")):
             errors["url"] = "An http:// or https:// URL."
