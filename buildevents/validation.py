@@ -17,6 +17,8 @@ from buildhub.errors import ServiceError
 MAX_MESSAGE_BYTES = 8 * 1024
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DURATION_MS = 31 * 24 * 3600 * 1000  # a month: anything longer is a client bug
+# Build hosts' clocks drift, but a time this far ahead would pin a run's stage for good.
+MAX_CLOCK_AHEAD = dt.timedelta(days=1)
 EVENT_KINDS = frozenset(EventKind.values)
 ENUM_FIELDS = {"env": (frozenset(RunEnv.values), ", ".join(RunEnv.values))}
 ENUM_FIELDS["origin"] = (frozenset(RunOrigin.values), ", ".join(RunOrigin.values))
@@ -114,6 +116,12 @@ def _timestamp(raw, name: str) -> dt.datetime:
     return moment
 
 
+def _not_ahead(moment: dt.datetime, name: str) -> dt.datetime:
+    if moment - dt.datetime.now(dt.UTC) > MAX_CLOCK_AHEAD:
+        _refuse(name, "is more than a day in the future")
+    return moment
+
+
 def parse_event(raw, prefix: str = "") -> EventIn:
     def name(key):
         return f"{prefix}{key}"
@@ -163,7 +171,7 @@ def parse_event(raw, prefix: str = "") -> EventIn:
             _refuse(name("eventId"), "must not be empty")
         parsed.event_id = event_id
     if raw.get("ts") is not None:
-        parsed.ts = _timestamp(raw["ts"], name("ts"))
+        parsed.ts = _not_ahead(_timestamp(raw["ts"], name("ts")), name("ts"))
     payload = raw.get("payload")
     if payload is not None:
         if not isinstance(payload, dict):

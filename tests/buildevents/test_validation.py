@@ -41,6 +41,7 @@ CASES = [
     ({**GOOD, "ts": "2026-03-02T09:00:00"}, "ts", "needs a time zone"),
     ({**GOOD, "ts": True}, "ts", "ISO 8601"),
     ({**GOOD, "ts": 1e30}, "ts", "out of range"),
+    ({**GOOD, "ts": "2999-01-01T00:00:00Z"}, "ts", "more than a day in the future"),
     ({**GOOD, "payload": [1, 2]}, "payload", "must be a JSON object"),
     ({**GOOD, "payload": {"log": "x" * 65536}}, "payload", "at most 65536 bytes"),
     ({**GOOD, "payload": {"a": ["ok", "nul\u0000"]}}, "payload", "NUL"),
