@@ -211,11 +211,14 @@ def test_a_failed_delivery_is_retried_with_backoff_until_it_lands(
     events_client.send(started(run_id))
     delivery = WebhookDelivery.objects.get()
 
+    before = timezone.now()
     assert notifications.deliver_webhook(delivery.pk) == DeliveryStatus.PENDING
+    after = timezone.now()
     delivery.refresh_from_db()
     assert (delivery.attempts, delivery.last_status_code) == (1, 500)
-    wait = (delivery.next_attempt_at - timezone.now()).total_seconds()
-    assert 25 <= wait <= 37  # 30 s plus up to 20% jitter
+    # 30 s plus up to 20% jitter after the attempt
+    assert before + dt.timedelta(seconds=30) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= after + dt.timedelta(seconds=36)
     retry = Schedule.objects.get(func="buildevents.tasks.deliver_webhook")
     assert retry.schedule_type == Schedule.ONCE
     assert retry.args == f"({delivery.pk},)"
@@ -224,11 +227,13 @@ def test_a_failed_delivery_is_retried_with_backoff_until_it_lands(
     assert len(hook.requests) == 1
 
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=due_now())
+    before = timezone.now()
     notifications.deliver_webhook(delivery.pk)
+    after = timezone.now()
     delivery.refresh_from_db()
     assert delivery.attempts == 2
-    second_wait = (delivery.next_attempt_at - timezone.now()).total_seconds()
-    assert 55 <= second_wait <= 73  # doubled
+    assert before + dt.timedelta(seconds=60) <= delivery.next_attempt_at  # doubled
+    assert delivery.next_attempt_at <= after + dt.timedelta(seconds=72)
 
     WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=due_now())
     assert notifications.deliver_webhook(delivery.pk) == DeliveryStatus.DELIVERED

@@ -50,7 +50,7 @@ def test_status_reports_the_running_build_with_its_stages(events_client, staff_c
     )
     assert active["stage"] == "Bundle"
     assert active["status"] == "running"
-    assert 150 <= active["elapsed"] <= 200
+    assert active["elapsed"] >= 151
     assert active["startedAt"] and active["lastHeartbeatAt"] and body["updatedAt"]
     assert [(s["stage"], s["status"], s["durationMs"]) for s in active["stages"]] == [
         ("Backend Clean", "done", 9000),
