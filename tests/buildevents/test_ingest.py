@@ -320,3 +320,32 @@ def test_get_is_405(events_client):
     response = events_client.get("/api/v1/internal/build-events/")
 
     assert response.status_code == 405
+
+
+def test_queries_per_batch_do_not_grow_with_its_events(events_client, staff):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def batch(stages):
+        events = []
+        for _ in range(2):
+            run = uuid.uuid4()
+            events.append(started(run, eventId=str(uuid.uuid4())))
+            for index in range(stages):
+                name = f"stage {index}"
+                events.append(event(run, "stage_started", stage=name, eventId=str(uuid.uuid4())))
+                events.append(event(run, "heartbeat"))
+                events.append(event(run, "stage_completed", stage=name))
+            events.append(event(run, "build_completed"))
+        return events
+
+    events_client.send(batch(1))  # the token's first use writes its last_used_at
+    counts = []
+    # 20 stages stay within one INSERT on SQLite too (999 parameters at most).
+    for stages in (2, 20):
+        with CaptureQueriesContext(connection) as queries:
+            assert events_client.send(batch(stages)).status_code == 200
+        counts.append(len(queries))
+
+    assert counts[0] == counts[1]
+    assert counts[1] <= 20
