@@ -278,6 +278,26 @@ OTA_METRO_CACHE_DIR = Path(env_str("OTA_METRO_CACHE_DIR") or VAR_DIR / "cache" /
 # job workspace root. OTA_BUILD_SLOTS bounds how many run at once on one machine.
 OTA_BUILD_ROOT = env_str("OTA_BUILD_ROOT")
 OTA_BUILD_SLOTS = env_int("OTA_BUILD_SLOTS", 32)
+# --- Build events -----------------------------------------------------------------------
+# A running build with no event for this long is stale (status endpoint, banner, sweeper).
+BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS = env_int("BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS", 90)
+BUILD_EVENTS_SWEEP_INTERVAL_SECONDS = env_int("BUILD_EVENTS_SWEEP_INTERVAL_SECONDS", 30)
+# A stale run stays in the admin banner until it has been silent this long.
+BUILD_EVENTS_STALE_VISIBLE_SECONDS = env_int("BUILD_EVENTS_STALE_VISIBLE_SECONDS", 3600)
+BUILD_EVENTS_RATE_LIMIT = env_str("BUILD_EVENTS_RATE_LIMIT", "1200/m")  # per token
+BUILD_EVENTS_MAX_BODY_BYTES = env_int("BUILD_EVENTS_MAX_BODY_BYTES", 1024 * 1024)
+BUILD_EVENTS_MAX_BATCH = env_int("BUILD_EVENTS_MAX_BATCH", 1000)
+BUILD_WEBHOOK_TIMEOUT_SECONDS = env_int("BUILD_WEBHOOK_TIMEOUT_SECONDS", 5)
+BUILD_WEBHOOK_MAX_ATTEMPTS = env_int("BUILD_WEBHOOK_MAX_ATTEMPTS", 6)
+BUILD_WEBHOOK_RETRY_BASE_SECONDS = env_int("BUILD_WEBHOOK_RETRY_BASE_SECONDS", 30)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "BuildHub <buildhub@localhost>")
 
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -320,6 +340,9 @@ SPECTACULAR_SETTINGS = {
         "EnvEnum": "publishing.choices.Environment",
         "JobStatusEnum": "builds.choices.JobStatus",
         "VersionStatusEnum": "publishing.choices.VersionStatus",
+        "BuildRunEnvEnum": "buildevents.choices.RunEnv",
+        "BuildRunStatusEnum": "buildevents.choices.RunStatus",
+        "BuildStageStatusEnum": "buildevents.api.serializers.STAGE_STATUSES",
     },
 }
 

@@ -13,8 +13,16 @@ class JobKind:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    run: Callable[[], object]
+    interval_seconds: float
+
+
 _kinds: dict[str, JobKind] = {}
 _submission_checks: list[Callable] = []
+_sweeps: dict[str, Sweep] = {}
 
 
 def register_kind(
@@ -42,3 +50,13 @@ def register_submission_check(check: Callable) -> None:
 
 def submission_checks() -> list[Callable]:
     return list(_submission_checks)
+
+
+def register_sweep(name: str, run: Callable, interval_seconds: float) -> None:
+    """Periodic work of another app that the worker supervisor runs every ``interval_seconds``
+    (the supervisor runs even when the workers are scaled to zero)."""
+    _sweeps[name] = Sweep(name, run, interval_seconds)
+
+
+def sweeps() -> list[Sweep]:
+    return list(_sweeps.values())

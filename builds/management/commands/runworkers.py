@@ -9,6 +9,7 @@ from django.db import close_old_connections
 
 from buildhub.env import env_int
 from buildhub.processes import StopFlag, terminate_all
+from builds import registry
 from builds.engine import dispatch, runner, workers
 
 logger = logging.getLogger("buildhub.supervisor")
@@ -39,6 +40,7 @@ class Supervisor:
         self.next_start = 0.0
         self.next_reap = 0.0
         self.next_reconcile = 0.0
+        self.next_sweeps: dict[str, float] = {}
 
     def wanted(self) -> int:
         now = time.monotonic()
@@ -90,6 +92,14 @@ class Supervisor:
         if now >= self.next_reconcile:
             self.next_reconcile = now + settings.RECONCILE_INTERVAL_SECONDS
             dispatch.reconcile_tickets()
+        for sweep in registry.sweeps():
+            if now < self.next_sweeps.get(sweep.name, 0.0):
+                continue
+            self.next_sweeps[sweep.name] = now + sweep.interval_seconds
+            try:
+                sweep.run()
+            except Exception:  # noqa: BLE001 - one app's sweep failing must not stop the others
+                logger.exception("sweep %s failed", sweep.name)
 
     def tick(self) -> None:
         close_old_connections()
