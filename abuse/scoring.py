@@ -7,6 +7,7 @@ costs the same as a rare one. The limit only caps which accounts a breakdown can
 every threshold the rules test is far below it.
 """
 
+import bisect
 import datetime as dt
 import difflib
 import unicodedata
@@ -234,28 +235,38 @@ def _same_day_accounts(account, result: Assessment) -> None:
 
 
 def _build_burst(account, result: Assessment, last_submission) -> None:
-    """N or more submissions in the M minutes up to this account's latest one, counting its
-    own and those of the accounts the other rules link it to."""
+    """N or more submissions within M minutes of each other, in a stretch that includes this
+    account's latest one, counting its own and those of the accounts it is linked to."""
     if last_submission is None:
         return
-    minutes = settings.ABUSE_BURST_MINUTES
-    submitters = list(
+    span = dt.timedelta(minutes=settings.ABUSE_BURST_MINUTES)
+    rows = list(
         AbuseSignal.objects.filter(
             kind=SignalKind.SUBMISSION,
             account_id__in=[account.pk, *result.linked_accounts],
-            created_at__gte=last_submission - dt.timedelta(minutes=minutes),
-            created_at__lte=last_submission,
+            created_at__gte=last_submission - span,
+            created_at__lte=last_submission + span,
         )
-        .order_by()
-        .values_list("account_id", flat=True)[:CANDIDATE_LIMIT]
+        .order_by("created_at")
+        .values_list("created_at", "account_id")[:CANDIDATE_LIMIT]
     )
-    if len(submitters) >= settings.ABUSE_BURST_BUILDS:
+    times = [at for at, _ in rows]
+    best: list[int] = []
+    for start, started_at in enumerate(times):
+        if started_at > last_submission:
+            break
+        if started_at + span < last_submission:
+            continue
+        end = bisect.bisect_right(times, started_at + span, lo=start)
+        if end - start > len(best):
+            best = [account_id for _, account_id in rows[start:end]]
+    if len(best) >= settings.ABUSE_BURST_BUILDS:
         result.hits.append(
             RuleHit(
                 Rule.BUILD_BURST,
                 settings.ABUSE_POINTS_BUILD_BURST,
-                set(submitters) - {account.pk},
-                f"{len(submitters)} builds submitted within {minutes} minutes "
+                set(best) - {account.pk},
+                f"{len(best)} builds submitted within {settings.ABUSE_BURST_MINUTES} minutes "
                 f"(threshold {settings.ABUSE_BURST_BUILDS})",
             )
         )
