@@ -1,31 +1,41 @@
 """Scoring: five weak signals about an account, summed into one score with a breakdown.
 
-Every lookup is an indexed range over a bounded window and returns at most
-``CANDIDATE_LIMIT`` rows, so the cost of scoring does not grow with the signal table: an IP
-shared by thousands of accounts (a carrier NAT) or a bundle every template user builds
-costs the same as a rare one. The limit only caps which accounts a breakdown can name;
-every threshold the rules test is far below it.
+This runs before every build submission, so it is built for a fixed, small cost whatever
+the size of the signal table:
+
+- every lookup is an indexed range over a bounded window that reads at most
+  ``CANDIDATE_LIMIT`` of the newest matching rows, so an IP shared by thousands of accounts
+  (a carrier NAT) or a bundle every template user builds costs the same as a rare one. The
+  limit only caps which accounts a breakdown can name; every threshold the rules test is
+  far below it;
+- three round trips at most: the account's own recent signals; then, in one UNION ALL, the
+  other accounts sharing its IPs, bundle hashes and app-name stems; then, only when it is
+  linked to others, in one more UNION ALL, their names, creation days and submission times;
+- the SQL is written out (and works on PostgreSQL and SQLite alike) because compiling the
+  equivalent querysets would cost more than running them.
 """
 
 import bisect
 import datetime as dt
-import difflib
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from abuse.choices import Rule, SignalKind
 from abuse.models import AbuseSignal
 from builds.models import Account
 
-CANDIDATE_LIMIT = 200
-OWN_SIGNAL_LIMIT = 200
+CANDIDATE_LIMIT = 200  # rows per lookup
+OWN_SIGNAL_LIMIT = 200  # the account's own newest signals read
+OWN_KEY_LIMIT = 10  # its newest IPs, bundle hashes and name stems looked up
 
 
+# --- names ---------------------------------------------------------------------------------
 def normalise_app_name(name: str) -> tuple[str, str]:
     """``(key, stem)``: the name's letters and digits in lower case without accents, and the
     key without digits (or the key itself when it is all digits)."""
@@ -37,15 +47,44 @@ def normalise_app_name(name: str) -> tuple[str, str]:
     return key, stem or key
 
 
-def names_similar(first: str, second: str, percent: int) -> bool:
-    """difflib's ratio, compared in whole numbers so that the threshold is exact."""
+def name_bigrams(key: str) -> frozenset[str]:
+    """The pairs of neighbouring characters of a normalised name (the name itself if short)."""
+    if len(key) < 2:
+        return frozenset([key]) if key else frozenset()
+    return frozenset(key[i : i + 2] for i in range(len(key) - 1))
+
+
+def bigrams_similar(first: frozenset, second: frozenset, percent: int) -> bool:
+    """Dice similarity of two bigram sets, compared in whole numbers so that the threshold
+    is exact: 2·shared / (size + size) ≥ percent / 100."""
     if not first or not second:
         return False
-    matcher = difflib.SequenceMatcher(None, first, second, autojunk=False)
-    matched = sum(block.size for block in matcher.get_matching_blocks())
-    return 2 * matched * 100 >= percent * (len(first) + len(second))
+    return 2 * len(first & second) * 100 >= percent * (len(first) + len(second))
 
 
+def names_similar(first: str, second: str, percent: int) -> bool:
+    return bigrams_similar(name_bigrams(first), name_bigrams(second), percent)
+
+
+class _NameTest:
+    """Is a normalised name similar to one of the account's own? Each name compared once."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.percent = settings.ABUSE_APP_NAME_SIMILARITY_PERCENT
+        self.own = [name_bigrams(name) for name in names]
+        self.verdicts: dict[str, bool] = {}
+
+    def __call__(self, name_key: str) -> bool:
+        if name_key not in self.verdicts:
+            theirs = name_bigrams(name_key)
+            self.verdicts[name_key] = any(
+                bigrams_similar(theirs, own, self.percent) for own in self.own
+            )
+        return self.verdicts[name_key]
+
+
+# --- the result ----------------------------------------------------------------------------
 @dataclass
 class RuleHit:
     rule: Rule
@@ -87,87 +126,187 @@ class Assessment:
         }
 
 
-def _days(days: int) -> dt.timedelta:
-    return dt.timedelta(days=days)
+# --- lookups -------------------------------------------------------------------------------
+SIGNALS = AbuseSignal._meta.db_table
+ACCOUNTS = Account._meta.db_table
+# Every part of a UNION ALL gives (account id, bundle hash, app name key, created at).
+OWN_SQL = (
+    f"SELECT kind, ip, bundle_hash, app_name_key, app_name_stem, created_at FROM {SIGNALS} "
+    f"WHERE account_id = %s AND created_at >= %s ORDER BY created_at DESC "
+    f"LIMIT {OWN_SIGNAL_LIMIT}"
+)
+OTHERS_SQL = (
+    f"SELECT account_id, bundle_hash, app_name_key, created_at FROM {SIGNALS} "
+    "WHERE {column} = %s AND created_at >= %s AND account_id <> %s "
+    f"ORDER BY created_at DESC LIMIT {CANDIDATE_LIMIT}"
+)
+NAMES_SQL = (
+    f"SELECT account_id, bundle_hash, app_name_key, created_at FROM {SIGNALS} "
+    "WHERE account_id IN ({ids}) AND app_name_key <> '' AND created_at >= %s "
+    f"ORDER BY created_at DESC LIMIT {CANDIDATE_LIMIT}"
+)
+SAME_DAY_SQL = (
+    f"SELECT id, '', '', created_at FROM {ACCOUNTS} "
+    f"WHERE id IN ({{ids}}) AND created_at >= %s AND created_at < %s LIMIT {CANDIDATE_LIMIT}"
+)
+SUBMISSIONS_SQL = (
+    f"SELECT account_id, bundle_hash, app_name_key, created_at FROM {SIGNALS} "
+    "WHERE account_id IN ({ids}) AND kind = %s AND created_at >= %s AND created_at <= %s "
+    f"ORDER BY created_at LIMIT {CANDIDATE_LIMIT}"
+)
 
 
-def _other_signals(account: Account):
-    # order_by() clears the default ordering, which would otherwise defeat DISTINCT.
-    return AbuseSignal.objects.exclude(account_id=account.pk).order_by()
+def _moment(value: dt.datetime):
+    return connection.ops.adapt_datetimefield_value(value)
 
 
+def _aware(value):
+    """Raw rows bring SQLite's datetimes as text (naive UTC); PostgreSQL's are aware."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _ids(account_ids) -> str:
+    return ",".join(str(int(account_id)) for account_id in account_ids)
+
+
+def _union_all(parts: list[tuple[str, str, list]]) -> list[tuple]:
+    """``(tag, account id, bundle hash, name key, created at)`` rows of several separately
+    ordered and limited lookups, in one round trip (each part in a derived table, which
+    PostgreSQL and SQLite both accept)."""
+    if not parts:
+        return []
+    sql = " UNION ALL ".join(
+        f"SELECT '{tag}', part{number}.* FROM ({part_sql}) part{number}"
+        for number, (tag, part_sql, _) in enumerate(parts)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [param for _, _, params in parts for param in params])
+        return [(tag, pk, bundle, name, _aware(at)) for tag, pk, bundle, name, at in cursor]
+
+
+@dataclass
+class _Own:
+    """The account's own recent signals, newest first, each key at most OWN_KEY_LIMIT."""
+
+    ips: list[str]
+    bundle_hashes: list[str]
+    names: list[str]
+    stems: list[str]
+    submissions: list[dt.datetime]
+
+
+def _own_signals(account: Account, now: dt.datetime, windows: dict) -> _Own:
+    with connection.cursor() as cursor:
+        cursor.execute(OWN_SQL, [account.pk, _moment(min(windows.values()))])
+        rows = cursor.fetchall()
+    ips, hashes, names, stems, submissions = {}, {}, {}, {}, []
+    for kind, ip, bundle_hash, name_key, name_stem, created_at in rows:
+        created_at = _aware(created_at)
+        if ip and created_at >= windows["ip"]:
+            ips[ip] = None
+        if bundle_hash and created_at >= windows["bundle"]:
+            hashes[bundle_hash] = None
+        if name_key and created_at >= windows["name"]:
+            names[name_key] = None
+            stems[name_stem] = None
+        if kind == SignalKind.SUBMISSION:
+            submissions.append(created_at)
+    return _Own(
+        *(list(keys)[:OWN_KEY_LIMIT] for keys in (ips, hashes, names, stems)),
+        submissions=sorted(submissions),
+    )
+
+
+# --- the rules -----------------------------------------------------------------------------
 def assess(account: Account, now: dt.datetime | None = None) -> Assessment:
     now = now or timezone.now()
-    ip_since = now - _days(settings.ABUSE_IP_WINDOW_DAYS)
-    bundle_since = now - _days(settings.ABUSE_BUNDLE_WINDOW_DAYS)
-    name_since = now - _days(settings.ABUSE_APP_NAME_WINDOW_DAYS)
-    result = Assessment(account.pk)
+    windows = {
+        "ip": now - dt.timedelta(days=settings.ABUSE_IP_WINDOW_DAYS),
+        "bundle": now - dt.timedelta(days=settings.ABUSE_BUNDLE_WINDOW_DAYS),
+        "name": now - dt.timedelta(days=settings.ABUSE_APP_NAME_WINDOW_DAYS),
+    }
+    own = _own_signals(account, now, windows)
+    result = Assessment(account.pk, ips=set(own.ips), bundle_hashes=set(own.bundle_hashes))
 
-    own = AbuseSignal.objects.filter(
-        account_id=account.pk, created_at__gte=min(ip_since, bundle_since, name_since)
-    ).values_list("kind", "ip", "bundle_hash", "app_name_key", "app_name_stem", "created_at")
-    names: set[str] = set()
-    stems: set[str] = set()
-    last_submission = None
-    for kind, ip, bundle_hash, name_key, name_stem, created_at in own[:OWN_SIGNAL_LIMIT]:
-        if ip and created_at >= ip_since:
-            result.ips.add(ip)
-        if bundle_hash and created_at >= bundle_since:
-            result.bundle_hashes.add(bundle_hash)
-        if name_key and created_at >= name_since:
-            names.add(name_key)
-            stems.add(name_stem)
-        if kind == SignalKind.SUBMISSION and last_submission is None:
-            last_submission = created_at  # rows come newest first
+    def others(tag, column, value, since):
+        return (tag, OTHERS_SQL.format(column=column), [value, _moment(since), account.pk])
 
-    bundle_links = _shared_bundle(account, result, bundle_since)
-    ip_links = _shared_ip(account, result, ip_since)
-    _similar_app_names(account, result, names, stems, bundle_links | ip_links, name_since)
-    _same_day_accounts(account, result)
-    _build_burst(account, result, last_submission)
+    candidates = _union_all(
+        [others("ip", "ip", ip, windows["ip"]) for ip in own.ips]
+        + [others("bundle", "bundle_hash", h, windows["bundle"]) for h in own.bundle_hashes]
+        + [others("name", "app_name_stem", stem, windows["name"]) for stem in own.stems]
+    )
+    names_test = _NameTest(own.names)
+    bundle_links = _shared_bundle(result, candidates)
+    ip_links = _shared_ip(result, candidates)
+    similar = {pk for tag, pk, _, name, _ in candidates if tag == "name" and names_test(name)}
+    linked = bundle_links | ip_links | similar
+
+    day = _utc_day(account.created_at)
+    span = dt.timedelta(minutes=settings.ABUSE_BURST_MINUTES)
+    latest = own.submissions[-1] if own.submissions else None
+    details = []
+    if linked:  # what the other rules need to know about the linked accounts, in one trip
+        parts = [
+            ("day", SAME_DAY_SQL.format(ids=_ids(linked)), [_moment(day), _moment(day + ONE_DAY)])
+        ]
+        if linked - similar and own.names:
+            sql = NAMES_SQL.format(ids=_ids(linked - similar))
+            parts.append(("name", sql, [_moment(windows["name"])]))
+        if latest is not None:
+            sql = SUBMISSIONS_SQL.format(ids=_ids(linked | {account.pk}))
+            window = [_moment(latest - span), _moment(latest + span)]
+            parts.append(("burst", sql, [SignalKind.SUBMISSION.value, *window]))
+        details = _union_all(parts)
+    similar |= {pk for tag, pk, _, name, _ in details if tag == "name" and names_test(name)}
+    _similar_app_names(result, similar, names_test.percent)
+    _same_day_accounts(result, {pk for tag, pk, *_ in details if tag == "day"}, day)
+    if linked:
+        submissions = sorted((at, pk) for tag, pk, _, _, at in details if tag == "burst")
+    else:
+        submissions = [(at, account.pk) for at in own.submissions]
+    _build_burst(account, result, submissions, latest, span)
     return result
 
 
-def _shared_bundle(account, result: Assessment, since) -> set[int]:
-    if not result.bundle_hashes:
-        return set()
-    rows = (
-        AbuseSignal.objects.filter(bundle_hash__in=result.bundle_hashes, created_at__gte=since)
-        .order_by()
-        .values_list("bundle_hash", "account_id")
-        .distinct()[:CANDIDATE_LIMIT]
-    )
+ONE_DAY = dt.timedelta(days=1)
+
+
+def _utc_day(moment: dt.datetime) -> dt.datetime:
+    moment = moment.astimezone(dt.UTC)
+    return dt.datetime(moment.year, moment.month, moment.day, tzinfo=dt.UTC)
+
+
+def _shared_bundle(result: Assessment, candidates) -> set[int]:
     builders = defaultdict(set)
-    for bundle_hash, account_id in rows:
-        builders[bundle_hash].add(account_id)
+    for tag, account_id, bundle_hash, _, _ in candidates:
+        if tag == "bundle":
+            builders[bundle_hash].add(account_id)
     minimum = settings.ABUSE_BUNDLE_MIN_ACCOUNTS
-    shared = {h: accounts for h, accounts in builders.items() if len(accounts) > minimum}
+    # Counting this account too: "built by more than N accounts".
+    shared = {h: others for h, others in builders.items() if len(others) + 1 > minimum}
     if not shared:
         return set()
-    linked = set().union(*shared.values()) - {account.pk}
-    most = max(len(accounts) for accounts in shared.values())
+    linked = set().union(*shared.values())
+    most = max(len(others) for others in shared.values()) + 1
     result.hits.append(
         RuleHit(
             Rule.SHARED_BUNDLE,
             settings.ABUSE_POINTS_SHARED_BUNDLE,
             linked,
-            f"{len(shared)} bundle(s) built by more than {minimum} accounts "
-            f"(up to {most}{'+' if len(rows) == CANDIDATE_LIMIT else ''}): "
+            f"{len(shared)} bundle(s) built by more than {minimum} accounts (up to {most}): "
             + ", ".join(sorted(shared)),
         )
     )
     return linked
 
 
-def _shared_ip(account, result: Assessment, since) -> set[int]:
-    if not result.ips:
-        return set()
-    linked = set(
-        _other_signals(account)
-        .filter(ip__in=result.ips, created_at__gte=since)
-        .values_list("account_id", flat=True)
-        .distinct()[:CANDIDATE_LIMIT]
-    )
+def _shared_ip(result: Assessment, candidates) -> set[int]:
+    linked = {account_id for tag, account_id, *_ in candidates if tag == "ip"}
     if linked:
         result.hits.append(
             RuleHit(
@@ -181,25 +320,7 @@ def _shared_ip(account, result: Assessment, since) -> set[int]:
     return linked
 
 
-def _similar_app_names(account, result: Assessment, names, stems, linked, since) -> None:
-    if not names:
-        return
-    # Candidates: names with the same stem, and every name of the accounts already linked.
-    candidates = Q(app_name_stem__in=stems)
-    if linked:
-        candidates |= Q(account_id__in=linked) & ~Q(app_name_key="")
-    rows = (
-        _other_signals(account)
-        .filter(candidates, created_at__gte=since)
-        .values_list("account_id", "app_name_key")
-        .distinct()[:CANDIDATE_LIMIT]
-    )
-    percent = settings.ABUSE_APP_NAME_SIMILARITY_PERCENT
-    similar = {
-        account_id
-        for account_id, name_key in rows
-        if any(names_similar(name_key, own, percent) for own in names)
-    }
+def _similar_app_names(result: Assessment, similar: set[int], percent: int) -> None:
     if similar:
         result.hits.append(
             RuleHit(
@@ -212,17 +333,7 @@ def _similar_app_names(account, result: Assessment, names, stems, linked, since)
         )
 
 
-def _same_day_accounts(account, result: Assessment) -> None:
-    linked = result.linked_accounts
-    if not linked:
-        return
-    created = account.created_at.astimezone(dt.UTC)
-    day = dt.datetime(created.year, created.month, created.day, tzinfo=dt.UTC)
-    same_day = set(
-        Account.objects.filter(
-            pk__in=linked, created_at__gte=day, created_at__lt=day + dt.timedelta(days=1)
-        ).values_list("pk", flat=True)
-    )
+def _same_day_accounts(result: Assessment, same_day: set[int], day: dt.datetime) -> None:
     if same_day:
         result.hits.append(
             RuleHit(
@@ -234,32 +345,23 @@ def _same_day_accounts(account, result: Assessment) -> None:
         )
 
 
-def _build_burst(account, result: Assessment, last_submission) -> None:
+def _build_burst(account, result: Assessment, submissions, latest, span) -> None:
     """N or more submissions within M minutes of each other, in a stretch that includes this
-    account's latest one, counting its own and those of the accounts it is linked to."""
-    if last_submission is None:
+    account's latest one, counting its own and those of the accounts it is linked to.
+
+    ``submissions``: ``(created at, account id)`` in time order."""
+    if latest is None:
         return
-    span = dt.timedelta(minutes=settings.ABUSE_BURST_MINUTES)
-    rows = list(
-        AbuseSignal.objects.filter(
-            kind=SignalKind.SUBMISSION,
-            account_id__in=[account.pk, *result.linked_accounts],
-            created_at__gte=last_submission - span,
-            created_at__lte=last_submission + span,
-        )
-        .order_by("created_at")
-        .values_list("created_at", "account_id")[:CANDIDATE_LIMIT]
-    )
-    times = [at for at, _ in rows]
+    times = [at for at, _ in submissions]
     best: list[int] = []
     for start, started_at in enumerate(times):
-        if started_at > last_submission:
+        if started_at > latest:
             break
-        if started_at + span < last_submission:
+        if started_at + span < latest:
             continue
         end = bisect.bisect_right(times, started_at + span, lo=start)
         if end - start > len(best):
-            best = [account_id for _, account_id in rows[start:end]]
+            best = [account_id for _, account_id in submissions[start:end]]
     if len(best) >= settings.ABUSE_BURST_BUILDS:
         result.hits.append(
             RuleHit(

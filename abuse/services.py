@@ -194,12 +194,13 @@ def check_submission(account: Account, kind: str, params: dict, request_meta: di
     job_kind = registry.get_kind(kind)
     if job_kind is None or not job_kind.counts_as_build:
         return
-    record_submission(
-        account,
-        ip=request_meta.get("ip"),
-        app_name=request_meta.get("app_name") or params.get("app") or "",
-    )
-    score_account(account)
+    with transaction.atomic():  # one commit for the signal, the score and the decision
+        record_submission(
+            account,
+            ip=request_meta.get("ip"),
+            app_name=request_meta.get("app_name") or params.get("app") or "",
+        )
+        score_account(account)
     if account.blocked:
         raise AccountBlocked(BLOCKED_MESSAGE)
 

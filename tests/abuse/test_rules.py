@@ -17,9 +17,12 @@ def test_app_names_are_normalised_to_letters_and_digits():
 
 
 def test_name_similarity_threshold_is_exact():
-    # "abcd" / "abce": 3 of 4 characters match each way: ratio 6/8 = 75 %.
-    assert names_similar("abcd", "abce", 75)
-    assert not names_similar("abcd", "abce", 76)
+    # "abcde" / "abcdx": bigrams ab bc cd de / ab bc cd dx share 3: 2·3 / 8 = 75 %.
+    assert names_similar("abcde", "abcdx", 75)
+    assert not names_similar("abcde", "abcdx", 76)
+    assert names_similar("torchlight1", "torchlight7", 90)  # 2·9 / 20
+    assert not names_similar("fitness1234", "fitness5678", 61)  # 2·6 / 20
+    assert names_similar("a", "a", 100)
     assert not names_similar("", "abce", 0)
 
 
@@ -77,7 +80,7 @@ def test_similar_app_names_alone(settings):
     assert rule_points(result) == {Rule.SIMILAR_APP_NAME: 10}
     assert result.hits[0].accounts == {lookalike.pk}
 
-    settings.ABUSE_APP_NAME_SIMILARITY_PERCENT = 95  # "torchlight1" / "torchlight7" is 90.9 %
+    settings.ABUSE_APP_NAME_SIMILARITY_PERCENT = 91  # "torchlight1" / "torchlight7" is 90 %
     assert rule_points(rescore(mine)) == {}
 
 
