@@ -33,6 +33,8 @@ from builds.models import Account
 CANDIDATE_LIMIT = 200  # rows per lookup
 OWN_SIGNAL_LIMIT = 200  # the account's own newest signals read
 OWN_KEY_LIMIT = 10  # its newest IPs, bundle hashes and name stems looked up
+LINKED_DETAIL_LIMIT = 50  # linked accounts whose names, age and submissions are read
+BREAKDOWN_ACCOUNTS = 50  # accounts a breakdown names per rule (it counts them all)
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -97,7 +99,8 @@ class RuleHit:
             "rule": self.rule.value,
             "label": self.rule.label,
             "points": self.points,
-            "accounts": sorted(self.accounts),
+            "accounts": sorted(self.accounts)[:BREAKDOWN_ACCOUNTS],
+            "account_count": len(self.accounts),
             "detail": self.detail,
         }
 
@@ -122,7 +125,7 @@ class Assessment:
     def breakdown(self) -> dict:
         return {
             "rules": [hit.as_dict() for hit in self.hits],
-            "linked_accounts": sorted(self.linked_accounts),
+            "linked_accounts": sorted(self.linked_accounts)[:BREAKDOWN_ACCOUNTS],
         }
 
 
@@ -185,7 +188,8 @@ def _union_all(parts: list[tuple[str, str, list]]) -> list[tuple]:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [param for _, _, params in parts for param in params])
-        return [(tag, pk, bundle, name, _aware(at)) for tag, pk, bundle, name, at in cursor]
+        rows = cursor.fetchall()
+    return [(tag, pk, bundle, name, _aware(at)) for tag, pk, bundle, name, at in rows]
 
 
 @dataclass
@@ -244,7 +248,7 @@ def assess(account: Account, now: dt.datetime | None = None) -> Assessment:
     bundle_links = _shared_bundle(result, candidates)
     ip_links = _shared_ip(result, candidates)
     similar = {pk for tag, pk, _, name, _ in candidates if tag == "name" and names_test(name)}
-    linked = bundle_links | ip_links | similar
+    linked = _closest(candidates, [bundle_links, ip_links, similar])
 
     day = _utc_day(account.created_at)
     span = dt.timedelta(minutes=settings.ABUSE_BURST_MINUTES)
@@ -274,6 +278,22 @@ def assess(account: Account, now: dt.datetime | None = None) -> Assessment:
 
 
 ONE_DAY = dt.timedelta(days=1)
+
+
+def _closest(candidates, link_sets: list[set[int]]) -> set[int]:
+    """The linked accounts worth a closer look, at most LINKED_DETAIL_LIMIT: those more
+    rules link first, then the most recently seen."""
+    linked = set().union(*link_sets)
+    if len(linked) <= LINKED_DETAIL_LIMIT:
+        return linked
+    seen = {}
+    for position, (_, account_id, *_) in enumerate(candidates):
+        seen.setdefault(account_id, position)
+    rank = sorted(
+        linked,
+        key=lambda pk: (-sum(pk in links for links in link_sets), seen.get(pk, len(seen))),
+    )
+    return set(rank[:LINKED_DETAIL_LIMIT])
 
 
 def _utc_day(moment: dt.datetime) -> dt.datetime:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, Subquery, Value
-from django.db.models.functions import Coalesce, Now
+from django.db.models import Count, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from abuse.choices import (
@@ -31,7 +31,6 @@ from builds.models import Account, Job
 logger = logging.getLogger("buildhub.abuse")
 
 SYSTEM_ACTOR = "system"
-NEVER = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Accounts rescored after a build completes, besides its own: those its bundle links it to.
 RESCORE_LINKED_LIMIT = 20
@@ -102,15 +101,20 @@ def confirmed_pattern_for(account: Account, assessment: Assessment) -> Confirmed
     matches = Q(kind=PatternKind.IP, value__in=assessment.ips) | Q(
         kind=PatternKind.BUNDLE_HASH, value__in=assessment.bundle_hashes
     )
+    patterns = list(
+        ConfirmedPattern.objects.filter(matches)
+        .select_related("confirmed_by")
+        .order_by("confirmed_at")
+    )
+    if not patterns:
+        return None
     cleared_at = (
         ReviewAction.objects.filter(account_id=account.pk, action__in=CLEARING_ACTIONS)
         .order_by("-created_at")
-        .values("created_at")[:1]
+        .values_list("created_at", flat=True)
+        .first()
     )
-    patterns = ConfirmedPattern.objects.filter(
-        matches, confirmed_at__gt=Coalesce(Subquery(cleared_at), Value(NEVER))
-    ).order_by("confirmed_at")
-    return patterns.select_related("confirmed_by").first()
+    return next((p for p in patterns if cleared_at is None or p.confirmed_at > cleared_at), None)
 
 
 def raise_flag(account: Account, assessment: Assessment, priority: str) -> Flag | None:
