@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from abuse import services
 from abuse.choices import FlagStatus, PatternKind
@@ -23,6 +24,17 @@ RECENT_SIGNALS = 20
 def account_link(account) -> str:
     url = reverse("admin:builds_account_change", args=[account.pk])
     return format_html('<a href="{}">{}</a> ({})', url, account.name, account.slug)
+
+
+def html_table(headers: list[str], rows) -> str:
+    """A plain table for a read-only admin field; every cell is escaped."""
+    header = format_html_join("", "<th>{}</th>", ((name,) for name in headers))
+    body = format_html_join(
+        "",
+        "<tr>{}</tr>",
+        ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows),
+    )
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, body)
 
 
 def recent_jobs_by_account(account_ids, per_account=RECENT_BUILDS) -> dict[int, list[Job]]:
@@ -50,21 +62,25 @@ class ReasonForm(forms.Form):
         help_text="Kept in the audit trail with your name and the time.",
     )
 
+    def __init__(self, *args, flag, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.flag = flag
+
 
 class ConfirmPatternForm(ReasonForm):
     patterns = forms.MultipleChoiceField(widget=forms.CheckboxSelectMultiple)
 
-    def __init__(self, *args, choices, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["patterns"].choices = [
             (
                 f"{kind}:{value}",
                 f"{PatternKind(kind).label} {value} (used by {others} other accounts)",
             )
-            for kind, value, others in choices
+            for kind, value, others in services.pattern_choices(self.flag.account)
         ]
 
-    def chosen(self) -> list[tuple[str, str]]:
+    def clean_patterns(self) -> list[tuple[str, str]]:
         return [tuple(choice.split(":", 1)) for choice in self.cleaned_data["patterns"]]
 
 
@@ -100,7 +116,7 @@ class QueueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Flag)
-class FlagAdmin(admin.ModelAdmin):
+class FlagAdmin(ReadOnlyAdmin):
     """The review queue: open flags by score; each page shows the evidence and the actions."""
 
     list_display = ["account_name", "score", "priority", "status", "rules", "created_at"]
@@ -125,15 +141,6 @@ class FlagAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
     @admin.display(description="account", ordering="account__name")
     def account_name(self, flag):
         return flag.account.name
@@ -147,13 +154,12 @@ class FlagAdmin(admin.ModelAdmin):
     @admin.display(description="account")
     def account_summary(self, flag):
         account = flag.account
-        state = "blocked" if account.blocked else "active"
         return format_html(
             "{} — {} tier, created {}, {}",
             account_link(account),
             account.get_tier_display(),
             f"{account.created_at:%Y-%m-%d %H:%M} UTC",
-            state,
+            "blocked" if account.blocked else "active",
         )
 
     @admin.display(description="score breakdown")
@@ -161,23 +167,17 @@ class FlagAdmin(admin.ModelAdmin):
         rules = flag.breakdown.get("rules", [])
         if not rules:
             return "No rule applies."
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>+{}</td><td>{}</td><td>{}</td></tr>",
+        return html_table(
+            ["rule", "points", "detail", "linked accounts"],
             (
                 (
                     rule["label"],
-                    rule["points"],
+                    f"+{rule['points']}",
                     rule["detail"],
                     ", ".join(f"#{pk}" for pk in rule["accounts"][:LINKED_SHOWN]),
                 )
                 for rule in rules
             ),
-        )
-        return format_html(
-            "<table><thead><tr><th>rule</th><th>points</th><th>detail</th>"
-            "<th>linked accounts</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
         )
 
     @admin.display(description="linked accounts and their recent builds")
@@ -191,7 +191,7 @@ class FlagAdmin(admin.ModelAdmin):
         def row(account):
             score = getattr(account, "abuse_score", None)
             builds = format_html_join(
-                "<br>",
+                mark_safe("<br>"),
                 "{} {} {}",
                 (
                     (job.kind, job.get_status_display(), f"{job.created_at:%Y-%m-%d %H:%M}")
@@ -207,23 +207,15 @@ class FlagAdmin(admin.ModelAdmin):
                 builds or "none",
             )
 
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return html_table(
+            ["id", "account", "created", "state", "score", "recent builds"],
             (row(account) for account in accounts),
-        )
-        return format_html(
-            "<table><thead><tr><th>id</th><th>account</th><th>created</th><th>state</th>"
-            "<th>score</th><th>recent builds</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
         )
 
     @admin.display(description="recent signals of this account")
     def recent_signals(self, flag):
-        signals = AbuseSignal.objects.filter(account_id=flag.account_id)[:RECENT_SIGNALS]
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        return html_table(
+            ["when", "kind", "IP", "app name", "bundle"],
             (
                 (
                     f"{signal.created_at:%Y-%m-%d %H:%M:%S}",
@@ -232,33 +224,26 @@ class FlagAdmin(admin.ModelAdmin):
                     signal.app_name or "—",
                     signal.bundle_hash or "—",
                 )
-                for signal in signals
+                for signal in AbuseSignal.objects.filter(account_id=flag.account_id)[
+                    :RECENT_SIGNALS
+                ]
             ),
-        )
-        return format_html(
-            "<table><thead><tr><th>when</th><th>kind</th><th>IP</th><th>app name</th>"
-            "<th>bundle</th></tr></thead><tbody>{}</tbody></table>",
-            rows,
         )
 
     @admin.display(description="review history of this account")
     def history(self, flag):
         actions = ReviewAction.objects.filter(account_id=flag.account_id)
-        return (
-            format_html_join(
-                "",
-                "<div>{} — {} by {}: {}</div>",
+        return html_table(
+            ["when", "decision", "by", "why"],
+            (
                 (
-                    (
-                        f"{action.created_at:%Y-%m-%d %H:%M}",
-                        action.get_action_display(),
-                        action.actor_name,
-                        action.reason,
-                    )
-                    for action in actions
-                ),
-            )
-            or "No decisions yet."
+                    f"{action.created_at:%Y-%m-%d %H:%M}",
+                    action.get_action_display(),
+                    action.actor_name,
+                    action.reason,
+                )
+                for action in actions
+            ),
         )
 
     # --- review actions: each a confirmation page that posts to one service ---------------
@@ -277,12 +262,25 @@ class FlagAdmin(admin.ModelAdmin):
             for name, view in views
         ] + super().get_urls()
 
-    def _reviewable(self, request, flag_id) -> Flag:
+    def _review(self, request, flag_id, *, form_class, perform, page):
+        """A confirmation page (GET, or a POST that does not validate) or the done action.
+
+        ``perform(flag, form, user)`` calls one service and returns the message to show;
+        ``page(flag)`` gives the page's title, consequence and button.
+        """
         if not request.user.has_perm("abuse.change_flag"):
             raise PermissionDenied
-        return get_object_or_404(Flag.objects.select_related("account"), pk=flag_id)
-
-    def _review_page(self, request, flag, form, *, title, consequence, button, extra=None):
+        flag = get_object_or_404(Flag.objects.select_related("account"), pk=flag_id)
+        form = form_class(request.POST or None, flag=flag)
+        if request.method == "POST" and form.is_valid():
+            try:
+                message = perform(flag, form.cleaned_data, request.user)
+            except ServiceError as error:
+                form.add_error(None, error.message)
+            else:
+                self.message_user(request, message)
+                return redirect("admin:abuse_flag_change", flag.pk)
+        title, consequence, button = page(flag)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -291,99 +289,62 @@ class FlagAdmin(admin.ModelAdmin):
             "form": form,
             "consequence": consequence,
             "button": button,
-            **(extra or {}),
         }
         return TemplateResponse(request, "admin/abuse/flag/review_action.html", context)
 
-    def _done(self, request, flag, message):
-        self.message_user(request, message)
-        return redirect("admin:abuse_flag_change", flag.pk)
-
-    def _apply(self, form, service) -> bool:
-        try:
-            service()
-        except ServiceError as error:
-            form.add_error(None, error.message)
-            return False
-        return True
-
     def dismiss_view(self, request, flag_id):
-        flag = self._reviewable(request, flag_id)
-        form = ReasonForm(request.POST or None)
-        if (
-            request.method == "POST"
-            and form.is_valid()
-            and self._apply(
-                form,
-                lambda: services.dismiss_flag(flag, request.user, form.cleaned_data["reason"]),
-            )
-        ):
-            return self._done(request, flag, f"Dismissed the flag on {flag.account}.")
-        return self._review_page(
+        def perform(flag, data, user):
+            services.dismiss_flag(flag, user, data["reason"])
+            return f"Dismissed the flag on {flag.account}."
+
+        return self._review(
             request,
-            flag,
-            form,
-            title=f"Dismiss the flag on {flag.account}",
-            consequence=(
+            flag_id,
+            form_class=ReasonForm,
+            perform=perform,
+            page=lambda flag: (
+                f"Dismiss the flag on {flag.account}",
                 "The account stays active and leaves the queue. It is flagged again only if "
-                f"its score rises above {flag.score}."
+                f"its score rises above {flag.score}.",
+                "Dismiss",
             ),
-            button="Dismiss",
         )
 
     def confirm_view(self, request, flag_id):
-        flag = self._reviewable(request, flag_id)
-        form = ConfirmPatternForm(
-            request.POST or None, choices=services.pattern_choices(flag.account)
-        )
-        if (
-            request.method == "POST"
-            and form.is_valid()
-            and self._apply(
-                form,
-                lambda: services.confirm_pattern_and_block(
-                    flag, request.user, form.cleaned_data["reason"], form.chosen()
-                ),
-            )
-        ):
-            return self._done(request, flag, f"Confirmed the pattern and blocked {flag.account}.")
-        return self._review_page(
+        def perform(flag, data, user):
+            services.confirm_pattern_and_block(flag, user, data["reason"], data["patterns"])
+            return f"Confirmed the pattern and blocked {flag.account}."
+
+        return self._review(
             request,
-            flag,
-            form,
-            title=f"Confirm a pattern and block {flag.account}",
-            consequence=(
+            flag_id,
+            form_class=ConfirmPatternForm,
+            perform=perform,
+            page=lambda flag: (
+                f"Confirm a pattern and block {flag.account}",
                 f"{flag.account} is blocked now: its submissions are refused and its queued "
                 "jobs wait. From now on, any account scoring above the block threshold that "
-                "matches a confirmed pattern is blocked automatically when it is scored."
+                "matches a confirmed pattern is blocked automatically when it is scored.",
+                "Confirm and block",
             ),
-            button="Confirm and block",
         )
 
     def unblock_view(self, request, flag_id):
-        flag = self._reviewable(request, flag_id)
-        form = ReasonForm(request.POST or None)
-        if (
-            request.method == "POST"
-            and form.is_valid()
-            and self._apply(
-                form,
-                lambda: services.unblock_account(
-                    flag.account, request.user, form.cleaned_data["reason"]
-                ),
-            )
-        ):
-            return self._done(request, flag, f"Unblocked {flag.account}.")
-        return self._review_page(
+        def perform(flag, data, user):
+            services.unblock_account(flag.account, user, data["reason"])
+            return f"Unblocked {flag.account}."
+
+        return self._review(
             request,
-            flag,
-            form,
-            title=f"Unblock {flag.account}",
-            consequence=(
+            flag_id,
+            form_class=ReasonForm,
+            perform=perform,
+            page=lambda flag: (
+                f"Unblock {flag.account}",
                 "The account may submit again and its queued jobs become eligible to run. "
-                "Patterns confirmed before now no longer block it by themselves."
+                "Patterns confirmed before now no longer block it by themselves.",
+                "Unblock",
             ),
-            button="Unblock",
         )
 
 

@@ -168,17 +168,25 @@ def auto_block(account: Account, assessment: Assessment, pattern: ConfirmedPatte
         Flag.objects.filter(pk=flag.pk, status=FlagStatus.OPEN).update(**fields)
     else:
         flag = Flag.objects.create(account=account, **{**fields, "resolved_at": timezone.now()})
-    action = ReviewAction.objects.create(
-        action=ReviewActionKind.AUTO_BLOCK,
-        account=account,
-        flag=flag,
-        actor_name=SYSTEM_ACTOR,
-        reason=reason,
-        score=total,
+    action = record_review(
+        ReviewActionKind.AUTO_BLOCK, account.pk, None, reason, flag=flag, score=total
     )
     action.patterns.add(pattern)
     logger.warning("abuse: account %s blocked automatically: %s", account.slug, reason)
     return True
+
+
+def record_review(action: str, account_id: int, user, reason: str, *, flag=None, score=None):
+    """The audit row of a decision: what, about whom, by whom (None: the system), why."""
+    return ReviewAction.objects.create(
+        action=action,
+        account_id=account_id,
+        flag=flag,
+        actor=user,
+        actor_name=user.get_username() if user is not None else SYSTEM_ACTOR,
+        reason=reason,
+        score=score,
+    )
 
 
 def _block(account: Account, reason: str) -> bool:
@@ -236,10 +244,6 @@ def _reason(reason: str) -> str:
     return reason
 
 
-def _actor_name(user) -> str:
-    return user.get_username() if user is not None else SYSTEM_ACTOR
-
-
 def _resolve_open_flag(flag: Flag, status: str, user, reason: str) -> None:
     resolved = Flag.objects.filter(pk=flag.pk, status=FlagStatus.OPEN).update(
         status=status, resolved_at=Now(), resolved_by=user, resolution_reason=reason
@@ -257,14 +261,8 @@ def _resolve_open_flag(flag: Flag, status: str, user, reason: str) -> None:
 def dismiss_flag(flag: Flag, user, reason: str) -> ReviewAction:
     reason = _reason(reason)
     _resolve_open_flag(flag, FlagStatus.DISMISSED, user, reason)
-    return ReviewAction.objects.create(
-        action=ReviewActionKind.DISMISS,
-        account_id=flag.account_id,
-        flag=flag,
-        actor=user,
-        actor_name=_actor_name(user),
-        reason=reason,
-        score=flag.score,
+    return record_review(
+        ReviewActionKind.DISMISS, flag.account_id, user, reason, flag=flag, score=flag.score
     )
 
 
@@ -321,14 +319,13 @@ def confirm_pattern_and_block(
         )[0]
         for kind, value in chosen
     ]
-    _block(flag.account, f"Abuse: blocked by {_actor_name(user)} on review of flag #{flag.pk}.")
-    action = ReviewAction.objects.create(
-        action=ReviewActionKind.CONFIRM_AND_BLOCK,
-        account_id=flag.account_id,
+    _block(flag.account, f"Abuse: blocked by {user.get_username()} on review of flag #{flag.pk}.")
+    action = record_review(
+        ReviewActionKind.CONFIRM_AND_BLOCK,
+        flag.account_id,
+        user,
+        reason,
         flag=flag,
-        actor=user,
-        actor_name=_actor_name(user),
-        reason=reason,
         score=flag.score,
     )
     action.patterns.add(*confirmed)
@@ -360,14 +357,7 @@ def unblock_account(account: Account, user, reason: str) -> ReviewAction:
             resolution_reason=reason,
         )
     transaction.on_commit(issue_ticket)
-    return ReviewAction.objects.create(
-        action=ReviewActionKind.UNBLOCK,
-        account=account,
-        flag=flag,
-        actor=user,
-        actor_name=_actor_name(user),
-        reason=reason,
-    )
+    return record_review(ReviewActionKind.UNBLOCK, account.pk, user, reason, flag=flag)
 
 
 # --- retention -------------------------------------------------------------------------------
