@@ -1,6 +1,7 @@
 """Signals as the engine's hooks record them: at submission and when a build completes."""
 
 import pytest
+from django.db import connection, transaction
 
 from abuse import services
 from abuse.choices import SignalKind
@@ -105,3 +106,23 @@ def test_scoring_at_submission_takes_a_bounded_number_of_queries(django_assert_m
         services.check_submission(member, BUILD_KIND, {}, meta)
 
     assert Score.objects.get(account=member).score == 85
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL setting")
+@pytest.mark.django_db(transaction=True)
+def test_signals_commit_without_a_disk_sync_but_blocks_commit_durably():
+    owner = account("Owner")
+
+    def synchronous_commit():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    with services._advisory_transaction():
+        services.record_submission(owner, ip=FARM_IP)
+        assert synchronous_commit() == "off"
+        services._block(owner, "test")
+        assert synchronous_commit() == "on"
+
+    with transaction.atomic(), services._advisory_transaction():
+        assert synchronous_commit() == "on"  # a caller's transaction is never relaxed
