@@ -130,33 +130,44 @@ class Assessment:
 
 
 # --- lookups -------------------------------------------------------------------------------
-SIGNALS = AbuseSignal._meta.db_table
-ACCOUNTS = Account._meta.db_table
-# Every part of a UNION ALL gives (account id, bundle hash, app name key, created at).
 OWN_SQL = (
-    f"SELECT kind, ip, bundle_hash, app_name_key, app_name_stem, created_at FROM {SIGNALS} "
-    f"WHERE account_id = %s AND created_at >= %s ORDER BY created_at DESC "
-    f"LIMIT {OWN_SIGNAL_LIMIT}"
+    "SELECT kind, ip, bundle_hash, app_name_key, app_name_stem, created_at FROM {signals} "
+    "WHERE account_id = %s AND created_at >= %s ORDER BY created_at DESC LIMIT {own_limit}"
 )
+# Every part of a UNION ALL gives (account id, value, created at), and only what its rule
+# needs, so that the index answers alone where it can (the partial indexes carry the
+# account and, for names, the name key).
 OTHERS_SQL = (
-    f"SELECT account_id, bundle_hash, app_name_key, created_at FROM {SIGNALS} "
+    "SELECT account_id, {value} AS value, {null_time} AS created_at FROM {signals} "
     "WHERE {column} = %s AND created_at >= %s AND account_id <> %s "
-    f"ORDER BY created_at DESC LIMIT {CANDIDATE_LIMIT}"
+    "ORDER BY created_at DESC LIMIT {limit}"
 )
 NAMES_SQL = (
-    f"SELECT account_id, bundle_hash, app_name_key, created_at FROM {SIGNALS} "
+    "SELECT account_id, app_name_key AS value, {null_time} AS created_at FROM {signals} "
     "WHERE account_id IN ({ids}) AND app_name_key <> '' AND created_at >= %s "
-    f"ORDER BY created_at DESC LIMIT {CANDIDATE_LIMIT}"
+    "ORDER BY created_at DESC LIMIT {limit}"
 )
 SAME_DAY_SQL = (
-    f"SELECT id, '', '', created_at FROM {ACCOUNTS} "
-    f"WHERE id IN ({{ids}}) AND created_at >= %s AND created_at < %s LIMIT {CANDIDATE_LIMIT}"
+    "SELECT id, '' AS value, {null_time} AS created_at FROM {accounts} "
+    "WHERE id IN ({ids}) AND created_at >= %s AND created_at < %s LIMIT {limit}"
 )
 SUBMISSIONS_SQL = (
-    f"SELECT account_id, bundle_hash, app_name_key, created_at FROM {SIGNALS} "
+    "SELECT account_id, '' AS value, created_at FROM {signals} "
     "WHERE account_id IN ({ids}) AND kind = %s AND created_at >= %s AND created_at <= %s "
-    f"ORDER BY created_at LIMIT {CANDIDATE_LIMIT}"
+    "ORDER BY created_at LIMIT {limit}"
 )
+
+
+def _sql(template: str, **fields) -> str:
+    return template.format(
+        signals=AbuseSignal._meta.db_table,
+        accounts=Account._meta.db_table,
+        limit=CANDIDATE_LIMIT,
+        own_limit=OWN_SIGNAL_LIMIT,
+        # A typed NULL: inside a derived table an untyped one would be taken for text.
+        null_time=f"CAST(NULL AS {connection.data_types['DateTimeField']})",
+        **fields,
+    )
 
 
 def _moment(value: dt.datetime):
@@ -177,9 +188,9 @@ def _ids(account_ids) -> str:
 
 
 def _union_all(parts: list[tuple[str, str, list]]) -> list[tuple]:
-    """``(tag, account id, bundle hash, name key, created at)`` rows of several separately
-    ordered and limited lookups, in one round trip (each part in a derived table, which
-    PostgreSQL and SQLite both accept)."""
+    """``(tag, account id, value, created at)`` rows of several separately ordered and
+    limited lookups, in one round trip (each part in a derived table, which PostgreSQL and
+    SQLite both accept)."""
     if not parts:
         return []
     sql = " UNION ALL ".join(
@@ -189,7 +200,7 @@ def _union_all(parts: list[tuple[str, str, list]]) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [param for _, _, params in parts for param in params])
         rows = cursor.fetchall()
-    return [(tag, pk, bundle, name, _aware(at)) for tag, pk, bundle, name, at in rows]
+    return [(tag, pk, value, None if at is None else _aware(at)) for tag, pk, value, at in rows]
 
 
 @dataclass
@@ -205,7 +216,7 @@ class _Own:
 
 def _own_signals(account: Account, now: dt.datetime, windows: dict) -> _Own:
     with connection.cursor() as cursor:
-        cursor.execute(OWN_SQL, [account.pk, _moment(min(windows.values()))])
+        cursor.execute(_sql(OWN_SQL), [account.pk, _moment(min(windows.values()))])
         rows = cursor.fetchall()
     ips, hashes, names, stems, submissions = {}, {}, {}, {}, []
     for kind, ip, bundle_hash, name_key, name_stem, created_at in rows:
@@ -236,18 +247,25 @@ def assess(account: Account, now: dt.datetime | None = None) -> Assessment:
     own = _own_signals(account, now, windows)
     result = Assessment(account.pk, ips=set(own.ips), bundle_hashes=set(own.bundle_hashes))
 
-    def others(tag, column, value, since):
-        return (tag, OTHERS_SQL.format(column=column), [value, _moment(since), account.pk])
+    def others(tag, column, key, value, since):
+        sql = _sql(OTHERS_SQL, column=column, value=value)
+        return (tag, sql, [key, _moment(since), account.pk])
 
     candidates = _union_all(
-        [others("ip", "ip", ip, windows["ip"]) for ip in own.ips]
-        + [others("bundle", "bundle_hash", h, windows["bundle"]) for h in own.bundle_hashes]
-        + [others("name", "app_name_stem", stem, windows["name"]) for stem in own.stems]
+        [others("ip", "ip", ip, "''", windows["ip"]) for ip in own.ips]
+        + [
+            others("bundle", "bundle_hash", bundle_hash, "bundle_hash", windows["bundle"])
+            for bundle_hash in own.bundle_hashes
+        ]
+        + [
+            others("name", "app_name_stem", stem, "app_name_key", windows["name"])
+            for stem in own.stems
+        ]
     )
     names_test = _NameTest(own.names)
     bundle_links = _shared_bundle(result, candidates)
     ip_links = _shared_ip(result, candidates)
-    similar = {pk for tag, pk, _, name, _ in candidates if tag == "name" and names_test(name)}
+    similar = {pk for tag, pk, name, _ in candidates if tag == "name" and names_test(name)}
     linked = _closest(candidates, [bundle_links, ip_links, similar])
 
     day = _utc_day(account.created_at)
@@ -256,21 +274,21 @@ def assess(account: Account, now: dt.datetime | None = None) -> Assessment:
     details = []
     if linked:  # what the other rules need to know about the linked accounts, in one trip
         parts = [
-            ("day", SAME_DAY_SQL.format(ids=_ids(linked)), [_moment(day), _moment(day + ONE_DAY)])
+            ("day", _sql(SAME_DAY_SQL, ids=_ids(linked)), [_moment(day), _moment(day + ONE_DAY)])
         ]
         if linked - similar and own.names:
-            sql = NAMES_SQL.format(ids=_ids(linked - similar))
+            sql = _sql(NAMES_SQL, ids=_ids(linked - similar))
             parts.append(("name", sql, [_moment(windows["name"])]))
         if latest is not None:
-            sql = SUBMISSIONS_SQL.format(ids=_ids(linked | {account.pk}))
+            sql = _sql(SUBMISSIONS_SQL, ids=_ids(linked | {account.pk}))
             window = [_moment(latest - span), _moment(latest + span)]
             parts.append(("burst", sql, [SignalKind.SUBMISSION.value, *window]))
         details = _union_all(parts)
-    similar |= {pk for tag, pk, _, name, _ in details if tag == "name" and names_test(name)}
+    similar |= {pk for tag, pk, name, _ in details if tag == "name" and names_test(name)}
     _similar_app_names(result, similar, names_test.percent)
     _same_day_accounts(result, {pk for tag, pk, *_ in details if tag == "day"}, day)
     if linked:
-        submissions = sorted((at, pk) for tag, pk, _, _, at in details if tag == "burst")
+        submissions = sorted((at, pk) for tag, pk, _, at in details if tag == "burst")
     else:
         submissions = [(at, account.pk) for at in own.submissions]
     _build_burst(account, result, submissions, latest, span)
@@ -303,7 +321,7 @@ def _utc_day(moment: dt.datetime) -> dt.datetime:
 
 def _shared_bundle(result: Assessment, candidates) -> set[int]:
     builders = defaultdict(set)
-    for tag, account_id, bundle_hash, _, _ in candidates:
+    for tag, account_id, bundle_hash, _ in candidates:
         if tag == "bundle":
             builders[bundle_hash].add(account_id)
     minimum = settings.ABUSE_BUNDLE_MIN_ACCOUNTS
