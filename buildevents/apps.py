@@ -11,6 +11,8 @@ class BuildEventsConfig(AppConfig):
         from buildevents.sweeps import periodic_sweep
         from builds import registry
 
-        registry.register_sweep(
-            "buildevents.stale-runs", periodic_sweep, settings.BUILD_EVENTS_SWEEP_INTERVAL_SECONDS
+        registry.register_periodic(
+            "buildevents.stale-runs",
+            periodic_sweep,
+            interval_seconds=settings.BUILD_EVENTS_SWEEP_INTERVAL_SECONDS,
         )

@@ -298,6 +298,29 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "BuildHub <buildhub@localhost>")
+# --- Abuse detection --------------------------------------------------------------------
+# Points each rule adds to an account's score, and the thresholds that flag (> FLAG) and,
+# for patterns a reviewer confirmed, block (> BLOCK). Boundaries are exclusive.
+ABUSE_POINTS_SHARED_BUNDLE = env_int("ABUSE_POINTS_SHARED_BUNDLE", 30)
+ABUSE_POINTS_SHARED_IP = env_int("ABUSE_POINTS_SHARED_IP", 20)
+ABUSE_POINTS_SIMILAR_APP_NAME = env_int("ABUSE_POINTS_SIMILAR_APP_NAME", 10)
+ABUSE_POINTS_SAME_DAY_ACCOUNTS = env_int("ABUSE_POINTS_SAME_DAY_ACCOUNTS", 15)
+ABUSE_POINTS_BUILD_BURST = env_int("ABUSE_POINTS_BUILD_BURST", 10)
+ABUSE_FLAG_THRESHOLD = env_int("ABUSE_FLAG_THRESHOLD", 50)
+ABUSE_BLOCK_THRESHOLD = env_int("ABUSE_BLOCK_THRESHOLD", 80)
+# Shared bundle: the same hash built by more than this many accounts within the window.
+ABUSE_BUNDLE_MIN_ACCOUNTS = env_int("ABUSE_BUNDLE_MIN_ACCOUNTS", 3)
+ABUSE_BUNDLE_WINDOW_DAYS = env_int("ABUSE_BUNDLE_WINDOW_DAYS", 30)
+ABUSE_IP_WINDOW_DAYS = env_int("ABUSE_IP_WINDOW_DAYS", 7)
+ABUSE_APP_NAME_WINDOW_DAYS = env_int("ABUSE_APP_NAME_WINDOW_DAYS", 30)
+# Normalised app names at least this similar (difflib ratio, in percent) link two accounts.
+ABUSE_APP_NAME_SIMILARITY_PERCENT = env_int("ABUSE_APP_NAME_SIMILARITY_PERCENT", 85)
+# Build burst: at least N submissions within M minutes from the account and those it links to.
+ABUSE_BURST_BUILDS = env_int("ABUSE_BURST_BUILDS", 5)
+ABUSE_BURST_MINUTES = env_int("ABUSE_BURST_MINUTES", 10)
+# IP addresses in abuse signals (and confirmed IP patterns) are removed after this many days.
+ABUSE_IP_RETENTION_DAYS = env_int("ABUSE_IP_RETENTION_DAYS", 30)
+ABUSE_PURGE_INTERVAL_SECONDS = env_int("ABUSE_PURGE_INTERVAL_SECONDS", 3600)
 
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -14,15 +14,15 @@ class JobKind:
 
 
 @dataclass(frozen=True)
-class Sweep:
+class PeriodicTask:
     name: str
-    run: Callable[[], object]
+    run: Callable  # run() -> anything worth printing, or None
     interval_seconds: float
 
 
 _kinds: dict[str, JobKind] = {}
 _submission_checks: list[Callable] = []
-_sweeps: dict[str, Sweep] = {}
+_periodic: dict[str, PeriodicTask] = {}
 
 
 def register_kind(
@@ -52,11 +52,11 @@ def submission_checks() -> list[Callable]:
     return list(_submission_checks)
 
 
-def register_sweep(name: str, run: Callable, interval_seconds: float) -> None:
-    """Periodic work of another app that the worker supervisor runs every ``interval_seconds``
-    (the supervisor runs even when the workers are scaled to zero)."""
-    _sweeps[name] = Sweep(name, run, interval_seconds)
+def register_periodic(name: str, run: Callable, *, interval_seconds: float) -> None:
+    """``run()`` is called by the worker supervisor every ``interval_seconds`` (and once when it
+    starts); it runs whether or not workers are up."""
+    _periodic[name] = PeriodicTask(name, run, interval_seconds)
 
 
-def sweeps() -> list[Sweep]:
-    return list(_sweeps.values())
+def periodic_tasks() -> list[PeriodicTask]:
+    return list(_periodic.values())

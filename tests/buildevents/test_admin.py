@@ -158,7 +158,7 @@ def test_the_supervisor_runs_the_stale_sweep(events_client, run_id, settings):
     BuildRun.objects.filter(run_id=run_id).update(
         last_heartbeat_at=timezone.now() - dt.timedelta(seconds=200)
     )
-    assert "buildevents.stale-runs" in [sweep.name for sweep in registry.sweeps()]
+    assert "buildevents.stale-runs" in [task.name for task in registry.periodic_tasks()]
 
     Supervisor(clusters=0, idle_seconds=1, out=lambda line: None).sweep()
 

@@ -40,7 +40,7 @@ class Supervisor:
         self.next_start = 0.0
         self.next_reap = 0.0
         self.next_reconcile = 0.0
-        self.next_sweeps: dict[str, float] = {}
+        self.next_periodic: dict[str, float] = {}
 
     def wanted(self) -> int:
         now = time.monotonic()
@@ -92,14 +92,21 @@ class Supervisor:
         if now >= self.next_reconcile:
             self.next_reconcile = now + settings.RECONCILE_INTERVAL_SECONDS
             dispatch.reconcile_tickets()
-        for sweep in registry.sweeps():
-            if now < self.next_sweeps.get(sweep.name, 0.0):
+        self.run_periodic(now)
+
+    def run_periodic(self, now: float) -> None:
+        """Tasks other apps registered (e.g. retention purges), each at its own interval."""
+        for task in registry.periodic_tasks():
+            if now < self.next_periodic.get(task.name, 0.0):
                 continue
-            self.next_sweeps[sweep.name] = now + sweep.interval_seconds
+            self.next_periodic[task.name] = now + task.interval_seconds
             try:
-                sweep.run()
-            except Exception:  # noqa: BLE001 - one app's sweep failing must not stop the others
-                logger.exception("sweep %s failed", sweep.name)
+                outcome = task.run()
+            except Exception:  # noqa: BLE001 - one failing task must not stop the others
+                logger.exception("periodic task %r failed", task.name)
+                continue
+            if outcome is not None:
+                self.out(f"Supervisor: {task.name}: {outcome}")
 
     def tick(self) -> None:
         close_old_connections()
