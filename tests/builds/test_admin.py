@@ -116,6 +116,7 @@ def test_revoke_action(admin_client, pro_account, api_client_for):
     client.token.refresh_from_db()
     assert client.token.revoked_at is not None
     assert client.get("/api/v1/accounts/").status_code == 401
+    assert LogEntry.objects.get(object_id=str(client.token.pk)).get_change_message() == "Revoked"
 
 
 def test_usage_list(admin_client, free_account, django_assert_max_num_queries):
