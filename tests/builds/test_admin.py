@@ -160,3 +160,13 @@ def test_job_admin_lists_jobs_and_cancels_through_the_engine(admin_client, pro_a
 
 def test_job_logs_are_read_only(admin_client):
     assert admin_client.get("/admin/builds/joblog/add/").status_code == 403
+
+
+def test_account_page_shows_usage_and_tokens(admin_client, free_account, api_client_for):
+    consume_monthly_build(free_account)
+    client = api_client_for(free_account)
+    page = admin_client.get(f"/admin/builds/account/{free_account.pk}/change/").content.decode()
+    assert "1 of 10 builds in" in page
+    assert f"bh_{client.token.key_id}_…" in page
+    assert "never used" in page or "active" in page
+    assert f"/admin/builds/apitoken/add/?account={free_account.pk}" in page
