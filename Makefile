@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("requirements.lock","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv migrate clean
+.PHONY: run test lint venv migrate bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ test: lint
 
 migrate: venv
 	$(PY) manage.py migrate
+
+# Measurements on real PostgreSQL + Redis (BENCH_DATABASE_URL is dropped and re-created,
+# BENCH_REDIS_URL or REDIS_URL emptied); prints a table and writes var/bench/results.json.
+bench: venv
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var

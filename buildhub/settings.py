@@ -141,7 +141,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "buildhub:ws"},
+        "CONFIG": {
+            # Live progress: redis-py 8 reads with a 5 s socket timeout by default, as long
+            # as the layer's blocking BZPOPMIN waits, which breaks idle websockets; allow more.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+            "prefix": "buildhub:ws",
+        },
     }
 }
 

@@ -8,7 +8,8 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 
 from builds.choices import JobStatus
-from builds.engine.lifecycle import after
+from builds.engine import events
+from builds.engine.lifecycle import after, next_state
 from builds.fairness import serve_order
 from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job
@@ -84,8 +85,11 @@ def claim_next_job(worker_id: str) -> Job | None:
         cancel_requested_at=None,
         run_now=False,
         stage="Starting",
+        **next_state(),
     )
     if not updated:
         return None
     FairnessCursor.objects.filter(pk=1).update(position=F("position") + 1)
-    return Job.objects.select_related("account").get(pk=job_id)
+    job = Job.objects.select_related("account").get(pk=job_id)
+    events.push_on_commit(job.pk, events.status_message(job))
+    return job

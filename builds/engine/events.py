@@ -44,4 +44,5 @@ def status_message(job) -> dict:
         "attempts": job.attempts,
         "error": job.error,
         "log_seq": job.log_seq,
+        "state_seq": job.state_seq,
     }
