@@ -83,7 +83,10 @@ class _QueueSnapshot:
             ahead = _ahead_of(job)
             counts[f"ahead_{index}"] = Count("pk", filter=free & ahead)
             counts[f"siblings_{index}"] = Count("pk", filter=ahead & Q(account_id=job.account_id))
-        totals = eligible_jobs().aggregate(**counts)
+        # Grouped by status (all queued: one row) rather than .aggregate(), whose set-up
+        # grows with the square of the number of counts.
+        rows = eligible_jobs().order_by().values("status").annotate(**counts)
+        totals = next(iter(rows), None) or dict.fromkeys(counts, 0)
         self.waiting = {cls: totals[f"class_{cls}"] for cls in CLASSES_BY_RANK}
         self.ahead = {job.pk: totals[f"ahead_{index}"] for index, job in enumerate(queued)}
         self.ahead_in_account = {
