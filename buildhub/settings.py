@@ -179,6 +179,8 @@ DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diag
 
 RATELIMIT_USE_CACHE = "default"
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")
+# How often the dashboard websocket re-reads the numbers (sent only when they change).
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 2)
 
 # --- Jobs API and queue insight ---------------------------------------------------------
 # Per-account budgets (django-ratelimit syntax: count/period, e.g. 120/5m), on top of the

@@ -19,6 +19,7 @@ from django_q.tasks import async_task
 from builds.choices import JobStatus
 from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
+from builds.engine.dispatch import ticket_broker
 from builds.engine.submit import submit_job
 from builds.models import Job, Worker
 from builds.services import create_account
@@ -43,9 +44,10 @@ def done_tasks(client) -> int:
 
 def bare_task_rate(ctx, client, count: int) -> float:
     client.delete(COUNTER)
+    broker = ticket_broker()  # one connection, as BuildHub's tickets use
     began = time.perf_counter()
     for _ in range(count):
-        async_task("tests.bench.bench_engine.noop_task", save=False)
+        async_task("tests.bench.bench_engine.noop_task", save=False, broker=broker)
     wait_until(lambda: done_tasks(client) >= count, seconds=120 + count / 5, what="no-op tasks")
     elapsed = time.perf_counter() - began
     ctx.log(f"(a) {count} no-op tasks in {elapsed:.2f}s")
@@ -100,7 +102,9 @@ def claim_latencies(ctx, count: int) -> list[float]:
         latencies.append((time.perf_counter() - began) * 1000)
         with transaction.atomic():  # frees the account's slot; not part of the measure
             lifecycle.succeed_job(job.pk, job.lease_token)
-    ctx.log(f"(c) {count} claims with {Job.objects.filter(status='queued').count()} still queued")
+    waiting = Job.objects.filter(status=JobStatus.QUEUED, account__in=accounts)
+    ctx.log(f"(c) {count} claims with {waiting.count()} still queued")
+    waiting.delete()  # the next benchmark starts with an empty queue
     return latencies
 
 

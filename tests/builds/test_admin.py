@@ -1,6 +1,7 @@
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 
 from builds.models import ApiToken, EnterpriseLimit
 from builds.services import authenticate_token, consume_monthly_build
@@ -141,10 +142,19 @@ def test_job_admin_lists_jobs_and_cancels_through_the_engine(admin_client, pro_a
 
     page = admin_client.get("/admin/builds/job/").content.decode()
     assert str(job.pk) in page
-    admin_client.post("/admin/builds/job/", {"action": "cancel", "_selected_action": [job.pk]})
+    chosen = {"action": "cancel", "_selected_action": [job.pk]}
+    confirm = admin_client.post("/admin/builds/job/", chosen)
 
+    assert "You are about to <strong>cancel</strong> for 1 job" in confirm.content.decode()
+    job.refresh_from_db()
+    assert job.status == "queued"  # nothing happens before the operator confirms
+
+    admin_client.post("/admin/builds/job/", {**chosen, "confirmed": "yes"})
     job.refresh_from_db()
     assert job.status == "cancelled"
+    assert LogEntry.objects.get(object_id=str(job.pk)).get_change_message() == (
+        "Cancel (engine service)"
+    )
 
 
 def test_job_logs_are_read_only(admin_client):

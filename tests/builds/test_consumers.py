@@ -219,9 +219,12 @@ async def test_a_status_change_brings_the_log_lines_written_before_it(monkeypatc
     for args in delayed:
         await sync_to_async(events.push)(*args)
 
+    await sync_to_async(lifecycle.set_progress)(job.pk, claimed.lease_token, 20)
+    (after_them,) = await receive(socket, 1)
+
     assert [one["message"], two["message"]] == ["x", "y"]
     assert (status["event"], status["progress"], status["log_seq"]) == ("status", 10, 2)
-    assert await socket.receive_nothing()  # the late pushes of x and y: dropped
+    assert after_them["progress"] == 20  # the late pushes of x and y came before: dropped
     await socket.disconnect()
 
 
