@@ -1,7 +1,10 @@
 """The operator's admin in a real browser: sign in, dashboard, heat-up, limits."""
 
 import datetime as dt
+import json
 import re
+import urllib.request
+import uuid
 
 import pytest
 from django.db import transaction
@@ -186,3 +189,53 @@ def test_review_queue_dismiss_and_confirm(page, operator, viewport):
     heavy.refresh_from_db()
     assert heavy.blocked
     assert ConfirmedPattern.objects.get().value == bundle
+
+
+def post_events(stack, secret, body):
+    request = urllib.request.Request(
+        f"{stack.url}/api/v1/internal/build-events/",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Build-Token": secret},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201, 202)
+
+
+@pytest.mark.parametrize("viewport", ["desktop"], indirect=True)
+def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack, viewport):
+    from builds.choices import TokenScope
+    from builds.services import create_api_token
+
+    account = make_account("pro", "Deploy Co")
+    secret = create_api_token(account, name="ci", scopes=[TokenScope.EVENTS_WRITE]).secret
+    run = str(uuid.uuid4())
+    log_in(page)
+    banner = page.get_by_test_id("build-status-banner")
+    expect(banner).to_be_hidden()
+
+    post_events(
+        stack,
+        secret,
+        {
+            "runId": run,
+            "event": "build_started",
+            "env": "prod",
+            "origin": "server",
+            "command": "make release",
+            "host": "ci-1",
+        },
+    )
+    post_events(stack, secret, {"runId": run, "event": "stage_started", "stage": "Backend Clean"})
+    # Live, without a reload: the banner appears with the stage.
+    expect(banner).to_be_visible(timeout=20_000)
+    expect(page.get_by_test_id("build-status-text")).to_contain_text(
+        "Building: stage Backend Clean"
+    )
+    screenshot(page, "build-banner", viewport)
+
+    page.goto("/admin/builds/job/")  # any admin page carries it
+    expect(page.get_by_test_id("build-status-text")).to_contain_text("stage Backend Clean")
+
+    post_events(stack, secret, {"runId": run, "event": "build_completed", "durationMs": 1234})
+    expect(banner).to_be_hidden(timeout=20_000)
