@@ -185,3 +185,11 @@ def screenshot(page, name: str, viewport: str) -> Path:
     path = SCREENSHOTS / f"{name}-{viewport}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def screenshot_both(page, name: str) -> None:
+    """The page at 1280x800 and on a 390-px-wide phone, for tests that run on one viewport."""
+    for viewport, size in VIEWPORTS.items():
+        page.set_viewport_size(size)
+        screenshot(page, name, viewport)
+    page.set_viewport_size(VIEWPORTS["desktop"])

@@ -15,7 +15,7 @@ from builds.choices import JobStatus, PriorityClass
 from builds.models import EnterpriseLimit, HeatUp, Job, Worker
 from tests.builds.engine_helpers import queue_jobs
 from tests.conftest import make_account
-from tests.e2e.conftest import log_in, screenshot
+from tests.e2e.conftest import log_in, screenshot, screenshot_both
 
 # Sequences restart with each test, so the content types the live server cached keep their ids.
 pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
@@ -81,7 +81,7 @@ def test_heat_up_raises_the_worker_count(page, operator, viewport):
     expect(page.get_by_test_id("kpi-workers")).to_have_text("2", timeout=60_000)
     expect(page.get_by_test_id("supervisor-state")).to_contain_text("warm: 2 worker(s)")
     expect(page.get_by_test_id("worker-rows").locator(".ops-health.ok")).to_have_count(2)
-    screenshot(page, "dashboard-heated", viewport)
+    screenshot_both(page, "dashboard-heated")
 
     page.get_by_test_id("button-cooldown").click()
     expect(page.locator(".messagelist")).to_contain_text("Cooled down: 1 heat-up(s) ended.")
@@ -134,7 +134,7 @@ def test_job_page_follows_a_running_job_and_cancels_it(page, operator, viewport)
         )
     ]
     assert seqs == sorted(set(seqs))
-    screenshot(page, "job-running", viewport)
+    screenshot_both(page, "job-running")
 
     page.get_by_test_id(f"button-cancel-{job.pk}").click()
     expect(page.locator("#content")).to_contain_text("You are about to cancel for 1 job")
@@ -142,7 +142,7 @@ def test_job_page_follows_a_running_job_and_cancels_it(page, operator, viewport)
     expect(page.get_by_test_id(f"badge-status-{job.pk}")).to_have_text("Cancelled", timeout=30_000)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
-    screenshot(page, "job-cancelled", viewport)
+    screenshot_both(page, "job-cancelled")
 
 
 def flagged_farm():
@@ -232,7 +232,7 @@ def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack,
     expect(page.get_by_test_id("build-status-text")).to_contain_text(
         "Building: stage Backend Clean"
     )
-    screenshot(page, "build-banner", viewport)
+    screenshot_both(page, "build-banner")
 
     page.goto("/admin/builds/job/")  # any admin page carries it
     expect(page.get_by_test_id("build-status-text")).to_contain_text("stage Backend Clean")
