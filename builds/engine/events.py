@@ -90,4 +90,6 @@ def status_message(job) -> dict:
         "error": job.error,
         "log_seq": job.log_seq,
         "state_seq": job.state_seq,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }

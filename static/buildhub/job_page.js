@@ -14,6 +14,13 @@
 
   function byTestId(name) { return root.querySelector('[data-testid="' + name + "-" + jobId + '"]'); }
 
+  function stamp(iso) {
+    var d = new Date(iso);
+    function two(n) { return String(n).padStart(2, "0"); }
+    return d.getFullYear() + "-" + two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " +
+      two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
+  }
+
   function showStatus(message) {
     var badge = byTestId("badge-status");
     badge.textContent = statusLabels[message.status] || message.status;
@@ -23,6 +30,13 @@
     bar.setAttribute("aria-valuenow", message.progress);
     bar.querySelector(".job-progress-bar").style.width = message.progress + "%";
     byTestId("progress-text").textContent = message.progress + "%";
+    if (message.status !== "queued") {
+      // No longer waiting: the queue figures of the page load no longer apply.
+      byTestId("queue-position").textContent = "\u2013";
+      byTestId("waiting-reason").textContent = "\u2013";
+    }
+    if (message.started_at) { byTestId("started").textContent = stamp(message.started_at); }
+    if (message.finished_at) { byTestId("finished").textContent = stamp(message.finished_at); }
     if (message.attempts !== undefined) {
       var attempts = byTestId("attempts");
       attempts.textContent = attempts.textContent.replace(/^\d+/, message.attempts);

@@ -123,6 +123,8 @@ def test_job_page_follows_a_running_job_and_cancels_it(page, operator, viewport)
     log = page.get_by_test_id(f"log-{job.pk}")
     expect(log).to_contain_text("step 2/60", timeout=30_000)
     expect(log).to_contain_text("step 4/60", timeout=30_000)
+    expect(page.get_by_test_id(f"waiting-reason-{job.pk}")).to_have_text("–")
+    expect(page.get_by_test_id(f"started-{job.pk}")).not_to_have_text("–")
     progress = page.get_by_test_id(f"progress-text-{job.pk}")
     expect(progress).not_to_have_text("0%")
     assert page.evaluate("window.loadedOnce") is True
