@@ -1,9 +1,10 @@
 """The OTA bundle executor (job kind ``build.ota``): the app's source to a Hermes bundle.
 
-Steps: fetch the source → ``npm ci --ignore-scripts`` from the app's lock file (shared npm
-cache) → Metro bundle (dev off, minified) with its sourcemap → the app's own ``hermesc`` to
-Hermes bytecode with its sourcemap → compose the two maps → check the size against the
-account's bundle limit → upload the bundle (public) and the composed map (private).
+Steps: fetch the source (publishing.sources) → ``npm ci --ignore-scripts`` from the app's
+lock file (shared npm cache) → Metro bundle (dev off, minified) with its sourcemap → the
+app's own ``hermesc`` to Hermes bytecode with its sourcemap → compose the two maps → check
+the size against the account's bundle limit → upload the bundle (public) and the composed
+map (private).
 
 Metro and hermesc come from the app's dependencies, so the bytecode matches the Hermes
 runtime of the installed app; the pinned tool chain in ``toolchain/`` serves apps without
@@ -17,7 +18,6 @@ import json
 import re
 import shutil
 import sys
-import tarfile
 from pathlib import Path
 
 from django.conf import settings
@@ -26,10 +26,10 @@ from builds.choices import Tier
 from builds.engine.runner import JobFailed, RetryableError, workspace_root
 from builds.limits import effective_limits
 from builds.tiers import MB
-from publishing import artifacts
+from publishing import artifacts, sources
 from publishing.builds import BUILD_KINDS
 from publishing.choices import ArtifactKind, Visibility
-from publishing.models import App, SourceUpload
+from publishing.models import App
 from publishing.secrets import account_secrets
 
 OTA_KIND = BUILD_KINDS["ota"]
@@ -55,37 +55,6 @@ def strip_ansi(text: str) -> str:
 
 
 # --- source --------------------------------------------------------------------------------
-def prepare_source(context, params) -> Path:
-    """The build's source tree in the workspace (publishing.sources does this when present)."""
-    source = params.get("source")
-    if not source:
-        raise JobFailed("This build names no source: upload one or name a git repository.")
-    try:
-        from publishing import sources
-    except ImportError:
-        sources = None
-    if sources is not None and hasattr(sources, "materialize"):
-        return Path(sources.materialize(context, source))
-    if "upload" not in source:
-        raise JobFailed("Only uploaded sources can be built on this worker.")
-    upload = SourceUpload.objects.filter(
-        pk=source["upload"], account_id=context.job.account_id
-    ).first()
-    if upload is None:
-        raise JobFailed("The source upload of this build no longer exists.")
-    target = context.workspace / "source"
-    target.mkdir()
-    try:
-        with (
-            artifacts.storage_for(Visibility.PRIVATE).open(upload.storage_key, "rb") as handle,
-            tarfile.open(fileobj=handle, mode="r:gz") as archive,
-        ):
-            archive.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as error:
-        raise JobFailed(f"The source archive cannot be unpacked: {error}") from None
-    return target
-
-
 def app_root(source: Path) -> Path:
     """The folder with package.json: the source itself or its one top-level folder."""
     if (source / "package.json").is_file():
@@ -266,7 +235,7 @@ def ota_executor(context) -> dict:
     }
 
     context.progress(2, "Fetching the source")
-    source = prepare_source(context, params)
+    source = sources.materialize(context, params.get("source"))
     with build_directory() as build_dir:
         app_dir = build_dir / "app"
         shutil.move(str(app_root(source)), app_dir)

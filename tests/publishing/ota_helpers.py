@@ -1,18 +1,14 @@
 """The fixture React Native app as a source upload, and OTA build requests (tests, bench)."""
 
-import datetime as dt
-import hashlib
 import io
 import shutil
 import tarfile
-import uuid
 from pathlib import Path
 
-from django.core.files.base import ContentFile
-from django.core.files.storage import storages
-from django.utils import timezone
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from builds.models import Job
+from publishing import sources
 from publishing.builds import request_build
 from publishing.models import App, SourceUpload
 
@@ -26,23 +22,12 @@ def copy_fixture(tmp_path: Path, name="rn-app") -> Path:
 
 
 def upload_source(app: App, directory: Path) -> SourceUpload:
-    """The app's source as a .tar.gz in private storage, as the source intake keeps it."""
+    """The app's source as a .tar.gz upload, validated and kept as the sources API does."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         archive.add(directory, arcname=directory.name)
-    data = buffer.getvalue()
-    key = storages["private"].save(
-        f"sources/{app.account.slug}/{app.slug}/{uuid.uuid4()}.tar.gz", ContentFile(data)
-    )
-    return SourceUpload.objects.create(
-        account=app.account,
-        app=app,
-        storage_key=key,
-        filename=f"{directory.name}.tar.gz",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        expires_at=timezone.now() + dt.timedelta(days=1),
-    )
+    archive_file = SimpleUploadedFile(f"{directory.name}.tar.gz", buffer.getvalue())
+    return sources.save_upload(app.account, app, archive_file)
 
 
 def make_app(account, slug="shop") -> App:
