@@ -97,7 +97,8 @@ def test_supervisor_state_from_the_database(free_account):
 
 def test_charts_count_finished_jobs_per_hour(free_account):
     jobs = queue_jobs(free_account, 3)
-    now = timezone.now()
+    # Mid-hour, so the jobs and the snapshot fall in the same hourly bucket whatever the clock.
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
     Job.objects.filter(pk__in=[job.pk for job in jobs[:2]]).update(
         status=JobStatus.SUCCEEDED,
         started_at=now - dt.timedelta(seconds=30),
@@ -106,7 +107,7 @@ def test_charts_count_finished_jobs_per_hour(free_account):
     Job.objects.filter(pk=jobs[2].pk).update(
         status=JobStatus.FAILED, started_at=now - dt.timedelta(seconds=5), finished_at=now
     )
-    charts = dashboard.snapshot()["charts"]
+    charts = dashboard.snapshot(now + dt.timedelta(minutes=1))["charts"]
     assert len(charts["hours"]) == 24
     assert charts["finished"]["succeeded"][-1] == 2
     assert charts["finished"]["failed"][-1] == 1
