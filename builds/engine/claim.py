@@ -3,7 +3,7 @@
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 
@@ -15,16 +15,26 @@ from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job
 
 
-def _locked_cursor() -> FairnessCursor:
-    cursor = FairnessCursor.objects.select_for_update().filter(pk=1).first()
-    if cursor is not None:
-        return cursor
-    try:
-        with transaction.atomic():
-            FairnessCursor.objects.create(pk=1, position=0)
-    except IntegrityError:
-        pass  # another claim created it first
-    return FairnessCursor.objects.select_for_update().get(pk=1)
+def _advance_cursor() -> int:
+    """Lock the cursor row and advance it in one statement; returns the slot it was at.
+
+    The row lock orders all claims until the transaction ends; a claim that takes nothing
+    rolls the advance back with it.
+    """
+    table = connection.ops.quote_name(FairnessCursor._meta.db_table)
+    sql = f"UPDATE {table} SET position = position + 1 WHERE id = 1 RETURNING position"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+        if row is None:  # a database set up without the migration's row
+            try:
+                with transaction.atomic():
+                    FairnessCursor.objects.create(pk=1, position=0)
+            except IntegrityError:
+                pass  # another claim created it first
+            cursor.execute(sql)
+            row = cursor.fetchone()
+    return row[0] - 1
 
 
 def running_per_account() -> dict[int, int]:
@@ -39,7 +49,13 @@ def running_per_account() -> dict[int, int]:
 def accounts_at_their_limit(running: dict[int, int] | None = None) -> list[int]:
     """Accounts whose running jobs fill their concurrency limit (``running``: from
     running_per_account(), when the caller has it already)."""
-    running = running_per_account() if running is None else running
+    if running is None:  # one query: the accounts with running jobs, counted, with limits
+        accounts = (
+            Account.objects.filter(jobs__status=JobStatus.RUNNING)
+            .annotate(running=Count("jobs"))
+            .select_related("enterprise_limit")
+        )
+        return [a.pk for a in accounts if a.running >= concurrency_limit(a)]
     if not running:
         return []
     accounts = Account.objects.filter(pk__in=running).select_related("enterprise_limit")
@@ -60,10 +76,10 @@ def claim_next_job(worker_id: str) -> Job | None:
     The cursor row's lock orders all claims, so per-account running counts read here stay
     true until this transaction commits; queued rows are taken with SKIP LOCKED.
     """
-    cursor = _locked_cursor()
+    position = _advance_cursor()
     candidates = eligible_jobs().exclude(account_id__in=accounts_at_their_limit())
     job_id = None
-    for priority_class in serve_order(cursor.position):
+    for priority_class in serve_order(position):
         job_id = (
             candidates.filter(priority_class=priority_class)
             .order_by("-run_now", "created_at", "pk")
@@ -74,6 +90,7 @@ def claim_next_job(worker_id: str) -> Job | None:
         if job_id is not None:
             break
     if job_id is None:
+        transaction.set_rollback(True)  # the slot stays for the next claim
         return None
     updated = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING,
@@ -88,8 +105,8 @@ def claim_next_job(worker_id: str) -> Job | None:
         **next_state(),
     )
     if not updated:
+        transaction.set_rollback(True)
         return None
-    FairnessCursor.objects.filter(pk=1).update(position=F("position") + 1)
     job = Job.objects.select_related("account").get(pk=job_id)
     events.push_on_commit(job.pk, events.status_message(job))
     return job
