@@ -1,15 +1,15 @@
 """Claiming: one short transaction that gives a worker the best eligible job right now."""
 
+import datetime as dt
 import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.db.models.functions import Now
 
 from builds.choices import JobStatus
 from builds.engine import events
-from builds.engine.lifecycle import after, next_state
 from builds.fairness import serve_order
 from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job
@@ -78,35 +78,37 @@ def claim_next_job(worker_id: str) -> Job | None:
     """
     position = _advance_cursor()
     candidates = eligible_jobs().exclude(account_id__in=accounts_at_their_limit())
-    job_id = None
+    job = None
     for priority_class in serve_order(position):
-        job_id = (
+        job = (  # the whole row, locked, with the database's clock: no reload after the UPDATE
             candidates.filter(priority_class=priority_class)
             .order_by("-run_now", "created_at", "pk")
+            .select_related("account")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", flat=True)
+            .annotate(db_now=Now())
             .first()
         )
-        if job_id is not None:
+        if job is not None:
             break
-    if job_id is None:
+    if job is None:
         transaction.set_rollback(True)  # the slot stays for the next claim
         return None
-    updated = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING,
-        worker_id=worker_id,
-        lease_token=uuid.uuid4(),
-        lease_expires_at=after(settings.JOB_LEASE_SECONDS),
-        started_at=Now(),
-        attempts=F("attempts") + 1,
-        cancel_requested_at=None,
-        run_now=False,
-        stage="Starting",
-        **next_state(),
-    )
-    if not updated:
+    changes = {
+        "status": JobStatus.RUNNING,
+        "worker_id": worker_id,
+        "lease_token": uuid.uuid4(),
+        "lease_expires_at": job.db_now + dt.timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        "started_at": job.db_now,
+        "attempts": job.attempts + 1,  # the row is locked: these are its values now
+        "cancel_requested_at": None,
+        "run_now": False,
+        "stage": "Starting",
+        "state_seq": job.state_seq + 1,
+    }
+    if not Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(**changes):
         transaction.set_rollback(True)
         return None
-    job = Job.objects.select_related("account").get(pk=job_id)
+    for field, value in changes.items():
+        setattr(job, field, value)
     events.push_on_commit(job.pk, events.status_message(job))
     return job

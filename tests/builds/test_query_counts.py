@@ -28,13 +28,13 @@ def full_queue(db):
     return claim_next_job("test-worker")  # one account now has a job running
 
 
-def test_claim_on_a_full_queue_takes_five_queries_and_the_transaction(
+def test_claim_on_a_full_queue_takes_four_queries_and_the_transaction(
     full_queue, django_assert_num_queries
 ):
     # the cursor locked and advanced (UPDATE ... RETURNING), the accounts at their limit
-    # with their running counts, the candidate (SKIP LOCKED), the conditional UPDATE, the
-    # claimed job with its account
-    with django_assert_num_queries(2 + 5):
+    # with their running counts, the candidate row with its account and the database's
+    # clock (SKIP LOCKED), the conditional UPDATE
+    with django_assert_num_queries(2 + 4):
         job = claim_next_job("test-worker")
 
     assert job.status == "running"
