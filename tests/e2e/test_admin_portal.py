@@ -1,7 +1,10 @@
 """The operator's admin in a real browser: sign in, dashboard, heat-up, limits."""
 
 import datetime as dt
+import json
 import re
+import urllib.request
+import uuid
 
 import pytest
 from django.db import transaction
@@ -140,3 +143,99 @@ def test_job_page_follows_a_running_job_and_cancels_it(page, operator, viewport)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     screenshot(page, "job-cancelled", viewport)
+
+
+def flagged_farm():
+    """Five accounts sharing an IP and a bundle (score 85) and a lighter one (score 55)."""
+    from tests.abuse.helpers import account, bundle_hash, rescore, signal
+
+    shared_ip, shared_bundle = "198.51.100.60", bundle_hash("browser review")
+    farm = [account(f"Farm {n}") for n in range(5)]
+    for n, member in enumerate(farm):
+        signal(member, ip=shared_ip, app_name=f"Torch Light {n}", bundle=shared_bundle)
+    light = account("Light")
+    signal(light, ip=shared_ip, app_name="Torch Light")
+    assert [rescore(member).total for member in (farm[0], light)] == [85, 55]
+    return farm[0], light, shared_bundle
+
+
+def test_review_queue_dismiss_and_confirm(page, operator, viewport):
+    from abuse.models import ConfirmedPattern, Flag
+
+    heavy, light, bundle = flagged_farm()
+    log_in(page)
+    page.goto("/admin/abuse/flag/")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows.first).to_contain_text(heavy.name)
+    expect(page.locator("#result_list")).to_contain_text(light.name)
+    screenshot(page, "review-queue", viewport)
+
+    page.goto(f"/admin/abuse/flag/{Flag.objects.get(account=light).pk}/change/")
+    screenshot(page, "review-flag", viewport)
+    page.get_by_role("link", name="Dismiss…").click()
+    page.fill("[name=reason]", "A classroom on one school network.")
+    page.click("input[type=submit][value=Dismiss]")
+    expect(page.locator(".messagelist")).to_contain_text(f"Dismissed the flag on {light}")
+    assert Flag.objects.get(account=light).status == "dismissed"
+
+    page.goto(f"/admin/abuse/flag/{Flag.objects.get(account=heavy).pk}/change/")
+    page.get_by_role("link", name="Confirm pattern and block…").click()
+    page.check(f'input[name=patterns][value="bundle_hash:{bundle}"]')
+    page.fill("[name=reason]", "The same bundle from a farm of new accounts.")
+    page.click("input[type=submit][value='Confirm and block']")
+    expect(page.locator(".messagelist")).to_contain_text(
+        f"Confirmed the pattern and blocked {heavy}"
+    )
+    heavy.refresh_from_db()
+    assert heavy.blocked
+    assert ConfirmedPattern.objects.get().value == bundle
+
+
+def post_events(stack, secret, body):
+    request = urllib.request.Request(
+        f"{stack.url}/api/v1/internal/build-events/",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-Build-Token": secret},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status in (200, 201, 202)
+
+
+@pytest.mark.parametrize("viewport", ["desktop"], indirect=True)
+def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack, viewport):
+    from builds.choices import TokenScope
+    from builds.services import create_api_token
+
+    account = make_account("pro", "Deploy Co")
+    secret = create_api_token(account, name="ci", scopes=[TokenScope.EVENTS_WRITE]).secret
+    run = str(uuid.uuid4())
+    log_in(page)
+    banner = page.get_by_test_id("build-status-banner")
+    expect(banner).to_be_hidden()
+
+    post_events(
+        stack,
+        secret,
+        {
+            "runId": run,
+            "event": "build_started",
+            "env": "prod",
+            "origin": "server",
+            "command": "make release",
+            "host": "ci-1",
+        },
+    )
+    post_events(stack, secret, {"runId": run, "event": "stage_started", "stage": "Backend Clean"})
+    # Live, without a reload: the banner appears with the stage.
+    expect(banner).to_be_visible(timeout=20_000)
+    expect(page.get_by_test_id("build-status-text")).to_contain_text(
+        "Building: stage Backend Clean"
+    )
+    screenshot(page, "build-banner", viewport)
+
+    page.goto("/admin/builds/job/")  # any admin page carries it
+    expect(page.get_by_test_id("build-status-text")).to_contain_text("stage Backend Clean")
+
+    post_events(stack, secret, {"runId": run, "event": "build_completed", "durationMs": 1234})
+    expect(banner).to_be_hidden(timeout=20_000)
