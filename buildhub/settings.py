@@ -177,6 +177,12 @@ RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5)
 JOB_WORKSPACE_ROOT = env_str("JOB_WORKSPACE_ROOT")  # default: /dev/shm when writable, else tmp
 DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diagnostic")
 
+# --- Job engine: throughput -------------------------------------------------------------
+# A ticket's process keeps claiming after each job, while jobs are eligible, for this long
+# (then it sends a ticket on); well below Q_CLUSTER["timeout"], which would kill it. 0: one
+# job per ticket.
+JOB_DRAIN_SECONDS = float(env_str("JOB_DRAIN_SECONDS", "30"))
+
 RATELIMIT_USE_CACHE = "default"
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")
 # How often the dashboard websocket re-reads the numbers (sent only when they change).

@@ -1,30 +1,40 @@
 """Claiming: one short transaction that gives a worker the best eligible job right now."""
 
+import datetime as dt
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Q
 from django.db.models.functions import Now
 
 from builds.choices import JobStatus
 from builds.engine import events
-from builds.engine.lifecycle import after, next_state
 from builds.fairness import serve_order
 from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job
 
 
-def _locked_cursor() -> FairnessCursor:
-    cursor = FairnessCursor.objects.select_for_update().filter(pk=1).first()
-    if cursor is not None:
-        return cursor
-    try:
-        with transaction.atomic():
-            FairnessCursor.objects.create(pk=1, position=0)
-    except IntegrityError:
-        pass  # another claim created it first
-    return FairnessCursor.objects.select_for_update().get(pk=1)
+def _advance_cursor() -> int:
+    """Lock the cursor row and advance it in one statement; returns the slot it was at.
+
+    The row lock orders all claims until the transaction ends; a claim that takes nothing
+    rolls the advance back with it.
+    """
+    table = connection.ops.quote_name(FairnessCursor._meta.db_table)
+    sql = f"UPDATE {table} SET position = position + 1 WHERE id = 1 RETURNING position"
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+        if row is None:  # a database set up without the migration's row
+            try:
+                with transaction.atomic():
+                    FairnessCursor.objects.create(pk=1, position=0)
+            except IntegrityError:
+                pass  # another claim created it first
+            cursor.execute(sql)
+            row = cursor.fetchone()
+    return row[0] - 1
 
 
 def running_per_account() -> dict[int, int]:
@@ -39,7 +49,13 @@ def running_per_account() -> dict[int, int]:
 def accounts_at_their_limit(running: dict[int, int] | None = None) -> list[int]:
     """Accounts whose running jobs fill their concurrency limit (``running``: from
     running_per_account(), when the caller has it already)."""
-    running = running_per_account() if running is None else running
+    if running is None:  # one query: the accounts with running jobs, counted, with limits
+        accounts = (
+            Account.objects.filter(jobs__status=JobStatus.RUNNING)
+            .annotate(running=Count("jobs"))
+            .select_related("enterprise_limit")
+        )
+        return [a.pk for a in accounts if a.running >= concurrency_limit(a)]
     if not running:
         return []
     accounts = Account.objects.filter(pk__in=running).select_related("enterprise_limit")
@@ -60,36 +76,39 @@ def claim_next_job(worker_id: str) -> Job | None:
     The cursor row's lock orders all claims, so per-account running counts read here stay
     true until this transaction commits; queued rows are taken with SKIP LOCKED.
     """
-    cursor = _locked_cursor()
+    position = _advance_cursor()
     candidates = eligible_jobs().exclude(account_id__in=accounts_at_their_limit())
-    job_id = None
-    for priority_class in serve_order(cursor.position):
-        job_id = (
+    job = None
+    for priority_class in serve_order(position):
+        job = (  # the whole row, locked, with the database's clock: no reload after the UPDATE
             candidates.filter(priority_class=priority_class)
             .order_by("-run_now", "created_at", "pk")
+            .select_related("account")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", flat=True)
+            .annotate(db_now=Now())
             .first()
         )
-        if job_id is not None:
+        if job is not None:
             break
-    if job_id is None:
+    if job is None:
+        transaction.set_rollback(True)  # the slot stays for the next claim
         return None
-    updated = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING,
-        worker_id=worker_id,
-        lease_token=uuid.uuid4(),
-        lease_expires_at=after(settings.JOB_LEASE_SECONDS),
-        started_at=Now(),
-        attempts=F("attempts") + 1,
-        cancel_requested_at=None,
-        run_now=False,
-        stage="Starting",
-        **next_state(),
-    )
-    if not updated:
+    changes = {
+        "status": JobStatus.RUNNING,
+        "worker_id": worker_id,
+        "lease_token": uuid.uuid4(),
+        "lease_expires_at": job.db_now + dt.timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        "started_at": job.db_now,
+        "attempts": job.attempts + 1,  # the row is locked: these are its values now
+        "cancel_requested_at": None,
+        "run_now": False,
+        "stage": "Starting",
+        "state_seq": job.state_seq + 1,
+    }
+    if not Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(**changes):
+        transaction.set_rollback(True)
         return None
-    FairnessCursor.objects.filter(pk=1).update(position=F("position") + 1)
-    job = Job.objects.select_related("account").get(pk=job_id)
+    for field, value in changes.items():
+        setattr(job, field, value)
     events.push_on_commit(job.pk, events.status_message(job))
     return job

@@ -15,6 +15,7 @@ from django.db.models.functions import Now
 from buildhub.errors import ServiceError
 from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus
 from builds.engine import events
+from builds.engine.logs import store_lines
 from builds.fairness import backoff_seconds
 from builds.models import Job
 
@@ -36,9 +37,15 @@ def next_state():
     return {"state_seq": F("state_seq") + 1}
 
 
-def _announce(job_id, outcome: str) -> Job:
-    """Reload the job and, on commit, log, push and signal its new state."""
+def _announce(job_id, outcome: str, lines: list[tuple] = ()) -> Job:
+    """Reload the job and, on commit, log, push and signal its new state.
+
+    ``lines``: the job's last log lines, counted into ``log_seq`` by the caller's UPDATE;
+    they are stored here and pushed before the new state.
+    """
     job = Job.objects.select_related("account").get(pk=job_id)
+    if lines:
+        store_lines(job_id, job.log_seq, lines)
 
     def notify():
         logger.info(
@@ -71,83 +78,94 @@ def _leased(job_id, lease_token):
     return Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, lease_token=lease_token)
 
 
+def _end_lease(job_id, lease_token, lines: list[tuple], **changes) -> int:
+    """The lease holder's last UPDATE: the new state, the lease released and room made in
+    ``log_seq`` for the job's last log lines (written with the reload, same transaction)."""
+    if lines:
+        changes["log_seq"] = F("log_seq") + len(lines)
+    return _leased(job_id, lease_token).update(**changes, **_RELEASE_LEASE, **next_state())
+
+
 @transaction.atomic
-def succeed_job(job_id, lease_token, result=None) -> Job | None:
-    updated = _leased(job_id, lease_token).update(
+def succeed_job(job_id, lease_token, result=None, *, lines: list[tuple] = ()) -> Job | None:
+    """``lines``: the job's last log lines, written in this transaction (as for every end
+    of a lease below)."""
+    updated = _end_lease(
+        job_id,
+        lease_token,
+        lines,
         status=JobStatus.SUCCEEDED,
         progress=100,
         result=result,
         error="",
         finished_at=Now(),
-        **_RELEASE_LEASE,
-        **next_state(),
     )
-    return _announce(job_id, "succeeded") if updated else None
+    return _announce(job_id, "succeeded", lines) if updated else None
 
 
 @transaction.atomic
-def fail_job(job_id, lease_token, error: str, *, retryable: bool) -> Job | None:
+def fail_job(job_id, lease_token, error: str, *, retryable: bool, lines=()) -> Job | None:
     """A failed attempt: back to the queue with backoff while attempts remain, else failed."""
     job = _leased(job_id, lease_token).only("attempts", "max_attempts").first()
     if job is None:
         return None
     if retryable and job.attempts < job.max_attempts:
         delay = backoff_seconds(job.attempts, settings.JOB_RETRY_BASE_SECONDS)
-        updated = _leased(job_id, lease_token).update(
+        updated = _end_lease(
+            job_id,
+            lease_token,
+            lines,
             status=JobStatus.QUEUED,
             not_before=after(delay),
             error=error[:10000],
             stage=f"Retrying in {delay:.0f}s (attempt {job.attempts} of {job.max_attempts} failed)",
-            **_RELEASE_LEASE,
-            **next_state(),
         )
-        return _announce(job_id, "retrying") if updated else None
-    updated = _leased(job_id, lease_token).update(
+        return _announce(job_id, "retrying", lines) if updated else None
+    updated = _end_lease(
+        job_id,
+        lease_token,
+        lines,
         status=JobStatus.FAILED,
         error=error[:10000],
         finished_at=Now(),
-        **_RELEASE_LEASE,
-        **next_state(),
     )
-    return _announce(job_id, "failed") if updated else None
+    return _announce(job_id, "failed", lines) if updated else None
 
 
 @transaction.atomic
-def time_out_job(job_id, lease_token, timeout_seconds: int) -> Job | None:
-    updated = _leased(job_id, lease_token).update(
+def time_out_job(job_id, lease_token, timeout_seconds: int, *, lines=()) -> Job | None:
+    updated = _end_lease(
+        job_id,
+        lease_token,
+        lines,
         status=JobStatus.TIMED_OUT,
         finished_at=Now(),
         error=f"timed out after {timeout_seconds // 60} min {timeout_seconds % 60} s",
-        **_RELEASE_LEASE,
-        **next_state(),
     )
-    return _announce(job_id, "timed_out") if updated else None
+    return _announce(job_id, "timed_out", lines) if updated else None
 
 
 @transaction.atomic
-def finish_cancelled_job(job_id, lease_token) -> Job | None:
-    updated = _leased(job_id, lease_token).update(
-        status=JobStatus.CANCELLED,
-        finished_at=Now(),
-        stage="Cancelled",
-        **_RELEASE_LEASE,
-        **next_state(),
+def finish_cancelled_job(job_id, lease_token, *, lines=()) -> Job | None:
+    updated = _end_lease(
+        job_id, lease_token, lines, status=JobStatus.CANCELLED, finished_at=Now(), stage="Cancelled"
     )
-    return _announce(job_id, "cancelled") if updated else None
+    return _announce(job_id, "cancelled", lines) if updated else None
 
 
 @transaction.atomic
-def release_job(job_id, lease_token) -> Job | None:
+def release_job(job_id, lease_token, *, lines=()) -> Job | None:
     """A stopping worker hands the job back without spending the attempt."""
-    updated = _leased(job_id, lease_token).update(
+    updated = _end_lease(
+        job_id,
+        lease_token,
+        lines,
         status=JobStatus.QUEUED,
         attempts=F("attempts") - 1,
         not_before=None,
         stage="Released by a stopping worker; waiting for another",
-        **_RELEASE_LEASE,
-        **next_state(),
     )
-    return _announce(job_id, "released") if updated else None
+    return _announce(job_id, "released", lines) if updated else None
 
 
 def renew_lease(job_id, lease_token) -> bool:

@@ -43,15 +43,21 @@ def append_logs(job_id, lines: list[tuple], *, lease_token=None) -> int:
         if not rows.update(log_seq=F("log_seq") + len(lines)):
             return 0
         last = Job.objects.filter(pk=job_id).values_list("log_seq", flat=True).get()
-        first = last - len(lines) + 1
-        entries = [
-            JobLog(job_id=job_id, seq=first + offset, ts=ts, level=level, message=message)
-            for offset, (ts, level, message) in enumerate(lines)
-        ]
-        JobLog.objects.bulk_create(entries)
-        for entry in entries:
-            push_on_commit(job_id, log_message(entry))
+        store_lines(job_id, last, lines)
     return last
+
+
+def store_lines(job_id, last: int, lines: list[tuple]) -> None:
+    """Write ``lines`` numbered up to ``last`` (the job's ``log_seq``, already advanced by
+    their count in this transaction) and push them on commit."""
+    first = last - len(lines) + 1
+    entries = [
+        JobLog(job_id=job_id, seq=first + offset, ts=ts, level=level, message=message)
+        for offset, (ts, level, message) in enumerate(lines)
+    ]
+    JobLog.objects.bulk_create(entries)
+    for entry in entries:
+        push_on_commit(job_id, log_message(entry))
 
 
 def log_message(entry: JobLog) -> dict:
@@ -84,9 +90,18 @@ class LogBuffer:
     def __len__(self):
         return len(self._lines)
 
+    def take(self) -> list[tuple]:
+        """The lines not written yet, which the caller now writes (the job's last batch)."""
+        with self._lock:
+            lines, self._lines = self._lines, []
+        return lines
+
+    def flushing(self):
+        """Held while a batch is written: the last batch waits for one in flight."""
+        return self._flush_lock
+
     def flush(self) -> None:
         with self._flush_lock:
-            with self._lock:
-                lines, self._lines = self._lines, []
+            lines = self.take()
             if lines:
                 append_logs(self.job_id, lines, lease_token=self.lease_token)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
+from django.db.models import Exists
 from django.utils import timezone
 
 from builds import registry
 from builds.choices import JobStatus, LogLevel, WorkerState
 from builds.engine import lifecycle
-from builds.engine.claim import claim_next_job
+from builds.engine.claim import claim_next_job, eligible_jobs
 from builds.engine.dispatch import issue_ticket
 from builds.engine.logs import LogBuffer
 from builds.models import Job, Worker
@@ -279,20 +280,18 @@ def _finish(context: JobContext, result, error: str, retryable: bool) -> None:
         return
     if reason is None and error:
         context.log(error, LogLevel.ERROR)
-    try:
-        context.logs.flush()
-    except Exception:  # noqa: BLE001 - the state change below matters more than log lines
-        logger.exception("could not write the last log lines of job %s", job.pk)
-    if reason == StopReason.CANCELLED:
-        lifecycle.finish_cancelled_job(job.pk, token)
-    elif reason == StopReason.TIMED_OUT:
-        lifecycle.time_out_job(job.pk, token, job.timeout_seconds)
-    elif reason == StopReason.RELEASED:
-        lifecycle.release_job(job.pk, token)
-    elif error:
-        lifecycle.fail_job(job.pk, token, error, retryable=retryable)
-    else:
-        lifecycle.succeed_job(job.pk, token, result)
+    with context.logs.flushing():  # no monitor batch may pass the last one
+        lines = context.logs.take()  # written in the transaction that ends the lease
+        if reason == StopReason.CANCELLED:
+            lifecycle.finish_cancelled_job(job.pk, token, lines=lines)
+        elif reason == StopReason.TIMED_OUT:
+            lifecycle.time_out_job(job.pk, token, job.timeout_seconds, lines=lines)
+        elif reason == StopReason.RELEASED:
+            lifecycle.release_job(job.pk, token, lines=lines)
+        elif error:
+            lifecycle.fail_job(job.pk, token, error, retryable=retryable, lines=lines)
+        else:
+            lifecycle.succeed_job(job.pk, token, result, lines=lines)
 
 
 def execute_claimed(job: Job) -> None:
@@ -331,37 +330,65 @@ def current_worker_id() -> str:
     return os.environ.get("BUILDHUB_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
-def worker_state(worker_id: str) -> str:
-    """The worker's registered state, registering a worker that is not (a plain qcluster)."""
-    state = Worker.objects.filter(pk=worker_id).values_list("state", flat=True).first()
-    if state is None:
-        host, _, rest = worker_id.partition(":")
-        pid = rest.split(":")[0]
-        worker, _ = Worker.objects.get_or_create(
-            pk=worker_id,
-            defaults={
-                "host": host,
-                "pid": int(pid) if pid.isdigit() else os.getpid(),
-                "state": WorkerState.BUSY,
-            },
-        )
-        state = worker.state
-    return state
+def worker_state(worker_id: str) -> tuple[str, bool]:
+    """The worker's registered state (registering a worker that is not: a plain qcluster)
+    and whether any queued job may be eligible now, in one query: when none is, a ticket
+    costs this query instead of a claim's transaction. (Concurrency limits are left to the
+    claim: a queued job of an account at its limit still counts here.)"""
+    row = (
+        Worker.objects.filter(pk=worker_id)
+        .annotate(work=Exists(eligible_jobs()))
+        .values_list("state", "work")
+        .first()
+    )
+    if row is not None:
+        return row
+    host, _, rest = worker_id.partition(":")
+    pid = rest.split(":")[0]
+    worker, _ = Worker.objects.get_or_create(
+        pk=worker_id,
+        defaults={
+            "host": host,
+            "pid": int(pid) if pid.isdigit() else os.getpid(),
+            "state": WorkerState.BUSY,
+        },
+    )
+    return worker.state, True
 
 
-def run_next_job() -> str | None:
-    """The dispatch ticket's work: claim the best eligible job, run it, issue the next ticket."""
+def run_next_job(drain_seconds: float = 0) -> str | None:
+    """The dispatch ticket's work: claim the best eligible job and run it; returns its id.
+
+    With ``drain_seconds``, keep claiming after each job until nothing is eligible or that
+    long has passed: the slot a job frees is this process's own, so it claims again itself
+    instead of sending a ticket that, on a busy queue, finds nothing (tickets of the jobs it
+    takes meanwhile still wait, and wake other free processes). The claim order is the
+    same: every claim is one turn of the shared cycle. When the loop stops for the time
+    limit or because this worker drains, a ticket goes out for whoever is free.
+    """
     close_old_connections()
     worker_id = current_worker_id()
-    if worker_state(worker_id) == WorkerState.DRAINING:
-        issue_ticket()  # this worker is stopping: hand the ticket to another
-        return None
-    job = claim_next_job(worker_id)
-    if job is None:
-        return None
+    began = time.monotonic()
+    first = None
     try:
-        execute_claimed(job)
+        while True:
+            state, work = worker_state(worker_id)
+            if state == WorkerState.DRAINING:
+                if work:
+                    issue_ticket()  # this worker is stopping: hand the ticket to another
+                break
+            job = claim_next_job(worker_id) if work else None
+            if job is None:
+                break
+            first = first or str(job.pk)
+            try:
+                execute_claimed(job)
+            except BaseException:
+                issue_ticket()  # a slot is free: whoever waits for it gets a ticket
+                raise
+            if time.monotonic() - began >= drain_seconds:
+                issue_ticket()  # as above; another process (or this one) takes it
+                break
     finally:
-        issue_ticket()  # a slot is free: whoever waits for it gets a ticket
         close_old_connections()
-    return str(job.pk)
+    return first

@@ -5,6 +5,10 @@
 (b) BuildHub: ``diagnostic.noop`` jobs through the same cluster, from the first
     ``submit_job`` until the last is ``succeeded`` (submit → ticket → claim → run → finish);
     target: at least half of (a);
+(b2) the workers' side of (b) alone: the same number of jobs queued beforehand (one INSERT,
+    without tickets), then one ticket per job sent at once, as ``submit_job`` sends them,
+    from the first ticket until the last job is ``succeeded``; (b) adds a committed
+    ``submit_job`` per job, made one after another by this one process;
 (c) ``claim_next_job`` latency on a full queue (all four classes waiting), in this process.
 """
 
@@ -19,7 +23,7 @@ from django_q.tasks import async_task
 from builds.choices import JobStatus
 from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
-from builds.engine.dispatch import ticket_broker
+from builds.engine.dispatch import issue_ticket, ticket_broker
 from builds.engine.submit import submit_job
 from builds.models import Job, Worker
 from builds.services import create_account
@@ -75,9 +79,29 @@ def job_rate(ctx, account, count: int) -> float:
     return count / elapsed
 
 
-def fill_queue(accounts, per_account: int) -> None:
+def drain_rate(ctx, account, count: int) -> float:
+    """(b2): jobs already queued, then a ticket for each; jobs/s until the last succeeded."""
+    # (b)'s spare tickets first: none may start on these jobs before the clock does
+    wait_until(lambda: ticket_broker().queue_size() == 0, seconds=60, what="spare tickets")
+    time.sleep(1)  # the ones the cluster has taken already
+    ids = [job.pk for job in fill_queue([account], per_account=count)]
+    jobs = Job.objects.filter(pk__in=ids)
+    began = time.perf_counter()
+    issue_ticket(count)
+    wait_until(
+        lambda: jobs.filter(status=JobStatus.SUCCEEDED).count() == count,
+        seconds=120 + count / 2,
+        what="queued no-op jobs to succeed",
+        poll=0.02,
+    )
+    elapsed = time.perf_counter() - began
+    ctx.log(f"(b2) {count} queued no-op jobs in {elapsed:.2f}s")
+    return count / elapsed
+
+
+def fill_queue(accounts, per_account: int) -> list[Job]:
     """Queued jobs as ``submit_job`` makes them, without tickets (no worker is running)."""
-    Job.objects.bulk_create(
+    return Job.objects.bulk_create(
         Job(
             kind="diagnostic.noop",
             account=account,
@@ -118,6 +142,7 @@ def run(ctx):
         job_rate(ctx, account, 10)
         task_rate = bare_task_rate(ctx, client, tasks)
         jobs_per_second = job_rate(ctx, account, jobs)
+        drained_per_second = drain_rate(ctx, account, jobs)
     get_broker().purge_queue()  # the tickets that found nothing left to claim
     latencies = claim_latencies(ctx, claims)
 
@@ -132,6 +157,11 @@ def run(ctx):
             jobs_per_second >= task_rate / 2,
         ),
         row("(b)/(a)", share, "%", ">= 50", share >= 50),
+        row(
+            f"(b2) workers' side of (b): queued jobs run, {WORKERS} workers",
+            drained_per_second,
+            "jobs/s",
+        ),
         row("(c) claim latency p50, full queue", percentile(latencies, 50), "ms"),
         row("(c) claim latency p95, full queue", percentile(latencies, 95), "ms"),
     ]

@@ -4,11 +4,16 @@ Run outside a test transaction, as a worker runs them: each count includes its B
 COMMIT (and no savepoints).
 """
 
+import datetime as dt
+
 import pytest
+from django.db import connection
+from django.utils import timezone
 
 from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
-from builds.models import Job
+from builds.engine.runner import current_worker_id, run_next_job
+from builds.models import Job, JobLog
 from tests.builds.engine_helpers import queue_jobs, worker
 from tests.conftest import make_account
 
@@ -23,12 +28,13 @@ def full_queue(db):
     return claim_next_job("test-worker")  # one account now has a job running
 
 
-def test_claim_on_a_full_queue_takes_seven_queries_and_the_transaction(
+def test_claim_on_a_full_queue_takes_four_queries_and_the_transaction(
     full_queue, django_assert_num_queries
 ):
-    # cursor lock, running counts, their accounts' limits, the candidate (SKIP LOCKED),
-    # the conditional UPDATE, the cursor's advance, the claimed job with its account
-    with django_assert_num_queries(2 + 7):
+    # the cursor locked and advanced (UPDATE ... RETURNING), the accounts at their limit
+    # with their running counts, the candidate row with its account and the database's
+    # clock (SKIP LOCKED), the conditional UPDATE
+    with django_assert_num_queries(2 + 4):
         job = claim_next_job("test-worker")
 
     assert job.status == "running"
@@ -42,6 +48,18 @@ def test_finishing_a_job_takes_two_queries_and_the_transaction(
         finished = lifecycle.succeed_job(full_queue.pk, full_queue.lease_token, {"ok": True})
 
     assert finished.status == "succeeded"
+
+
+def test_the_last_log_lines_cost_the_finish_one_insert(full_queue, django_assert_num_queries):
+    lines = [(timezone.now(), "info", "one"), (timezone.now(), "info", "two")]
+
+    # the UPDATE also makes room in log_seq; the reload; one INSERT of both lines
+    with django_assert_num_queries(2 + 3):
+        finished = lifecycle.succeed_job(full_queue.pk, full_queue.lease_token, lines=lines)
+
+    assert finished.log_seq == 2
+    stored = JobLog.objects.filter(job=full_queue).order_by("seq")
+    assert list(stored.values_list("seq", "message")) == [(1, "one"), (2, "two")]
 
 
 def test_a_retryable_failure_takes_three_queries_and_the_transaction(
@@ -60,3 +78,14 @@ def test_progress_takes_two_queries_and_the_transaction(full_queue, django_asser
         assert lifecycle.set_progress(full_queue.pk, full_queue.lease_token, 50, "half")
 
     assert Job.objects.get(pk=full_queue.pk).progress == 50
+
+
+def test_a_ticket_that_finds_nothing_eligible_takes_one_query(db, django_assert_num_queries):
+    worker(current_worker_id())
+    queue_jobs(make_account("pro", "Waiting"), 1)
+    Job.objects.update(not_before=timezone.now() + dt.timedelta(hours=1))  # in backoff
+    connection.ensure_connection()
+
+    # the worker's state and whether any job may be eligible, in one query: no transaction
+    with django_assert_num_queries(1):
+        assert run_next_job() is None

@@ -17,6 +17,7 @@ from builds import registry
 from builds.choices import JobStatus
 from builds.engine import events, lifecycle
 from builds.engine.claim import claim_next_job
+from builds.engine.dispatch import tickets_waiting
 from builds.engine.runner import (
     WORKSPACE_PREFIX,
     execute_claimed,
@@ -364,3 +365,42 @@ def test_workspaces_of_another_installation_are_left_alone(settings):
         assert foreign.is_dir()
     finally:
         shutil.rmtree(foreign.parent)
+
+
+def test_a_ticket_runs_jobs_one_after_another_until_none_is_eligible(account):
+    jobs = queue_jobs(account, 3, kind="diagnostic.noop", params={})
+    blocked = make_account("pro", "Blocked Co")
+    later = queue_jobs(blocked, 1, kind="diagnostic.noop", params={})[0]
+    blocked.blocked = True
+    blocked.save(update_fields=["blocked"])
+    tickets = tickets_waiting()
+
+    assert run_next_job(drain_seconds=60) == str(jobs[0].pk)
+
+    assert [reload(job).status for job in jobs] == [JobStatus.SUCCEEDED] * 3
+    assert reload(later).status == JobStatus.QUEUED  # not eligible: the loop stopped
+    assert [reload(job).attempts for job in jobs] == [1, 1, 1]
+    assert tickets_waiting() == tickets  # the loop itself took each freed slot
+
+
+def test_a_ticket_whose_time_is_up_sends_one_on(account):
+    first, second = queue_jobs(account, 2, kind="diagnostic.noop", params={})
+    tickets = tickets_waiting()
+
+    assert run_next_job(drain_seconds=0) == str(first.pk)
+
+    assert reload(first).status == JobStatus.SUCCEEDED
+    assert reload(second).status == JobStatus.QUEUED
+    assert tickets_waiting() == tickets + 1  # for whichever process is free
+
+
+def test_the_last_log_lines_are_written_with_the_end_of_the_job(account):
+    job = queue_jobs(account, 1, kind="diagnostic.noop", params={})[0]
+
+    run_next_job()
+
+    job = reload(job)
+    assert job.status == JobStatus.SUCCEEDED
+    lines = logs_of(job)
+    assert [seq for seq, _ in lines] == [1] and lines[0][1].startswith("attempt 1 of 3")
+    assert job.log_seq == 1

@@ -169,7 +169,8 @@ def test_kill_9_of_a_busy_worker_moves_its_job_to_another(processes, tmp_path):
     job = sleep_job(account, "victim.marker", seconds=3, steps=6)
     processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
 
-    wait_until(lambda: (tmp_path / "victim.marker").exists(), message="the job to start")
+    # the marker file exists a moment before its first line does
+    wait_until(lambda: read_markers(tmp_path).get(str(job.pk)), message="the job to start")
     first = read_markers(tmp_path)[str(job.pk)][0]
     with open(f"/proc/{first['pid']}/stat") as stat:
         executing_worker = int(stat.read().rsplit(")", 1)[1].split()[1])
