@@ -278,6 +278,7 @@ class FlagAdmin(ReadOnlyAdmin):
             except ServiceError as error:
                 form.add_error(None, error.message)
             else:
+                self.log_change(request, flag, message)
                 self.message_user(request, message)
                 return redirect("admin:abuse_flag_change", flag.pk)
         title, consequence, button = page(flag)

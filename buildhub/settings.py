@@ -141,7 +141,12 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "buildhub:ws"},
+        "CONFIG": {
+            # Live progress: redis-py 8 reads with a 5 s socket timeout by default, as long
+            # as the layer's blocking BZPOPMIN waits, which breaks idle websockets; allow more.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+            "prefix": "buildhub:ws",
+        },
     }
 }
 
@@ -174,6 +179,16 @@ DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diag
 
 RATELIMIT_USE_CACHE = "default"
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")
+# How often the dashboard websocket re-reads the numbers (sent only when they change).
+DASHBOARD_REFRESH_SECONDS = env_int("DASHBOARD_REFRESH_SECONDS", 2)
+
+# --- Jobs API and queue insight ---------------------------------------------------------
+# Per-account budgets (django-ratelimit syntax: count/period, e.g. 120/5m), on top of the
+# per-token API_RATE_LIMIT: submit and run-now share one, list, detail and logs the other.
+JOBS_SUBMIT_RATE = env_str("JOBS_SUBMIT_RATE", "10/h")
+JOBS_READ_RATE = env_str("JOBS_READ_RATE", "120/5m")
+JOB_ETA_SAMPLE = env_int("JOB_ETA_SAMPLE", 20)  # recent succeeded jobs of a kind for the ETA
+JOB_LOGS_PAGE_LINES = env_int("JOB_LOGS_PAGE_LINES", 1000)  # log lines per logs request
 
 # --- Storage ----------------------------------------------------------------------------
 STORAGE_ROOT = VAR_DIR / "storage"
@@ -239,6 +254,50 @@ SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
 SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)
 UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
 
+# --- Source intake and store builds -------------------------------------------------------
+# Caps on what one uploaded archive may unpack to (zip bombs are stopped while streaming).
+SOURCE_MAX_UNPACKED_MB = env_int("SOURCE_MAX_UNPACKED_MB", 1024)
+SOURCE_MAX_FILES = env_int("SOURCE_MAX_FILES", 50000)
+# Git sources: the URL schemes builds may clone from, and whether hosts on loopback or
+# private networks are allowed (off: a build cannot reach the service's own network).
+SOURCE_GIT_PROTOCOLS = env_list("SOURCE_GIT_PROTOCOLS", ["https", "ssh"])
+SOURCE_GIT_ALLOW_PRIVATE_HOSTS = env_bool("SOURCE_GIT_ALLOW_PRIVATE_HOSTS", False)
+# Store build tools, looked up on the worker's PATH unless given as paths.
+EAS_CLI = env_str("EAS_CLI", "eas")
+FLUTTER_CLI = env_str("FLUTTER_CLI", "flutter")
+
+# --- OTA builds (Metro + Hermes) -------------------------------------------------------
+# The pinned fallback tool chain (`make toolchain`) for apps that carry no Metro or hermesc.
+OTA_TOOLCHAIN_DIR = Path(env_str("OTA_TOOLCHAIN_DIR") or BASE_DIR / "toolchain")
+OTA_NODE = env_str("OTA_NODE", "node")
+OTA_NPM = env_str("OTA_NPM", "npm")
+# Shared by every build on this machine: npm's package cache and Metro's transform cache.
+OTA_NPM_CACHE_DIR = Path(env_str("OTA_NPM_CACHE_DIR") or VAR_DIR / "cache" / "npm")
+OTA_METRO_CACHE_DIR = Path(env_str("OTA_METRO_CACHE_DIR") or VAR_DIR / "cache" / "metro")
+# Builds run in reusable directories (same path, warm Metro cache); default: under the
+# job workspace root. OTA_BUILD_SLOTS bounds how many run at once on one machine.
+OTA_BUILD_ROOT = env_str("OTA_BUILD_ROOT")
+OTA_BUILD_SLOTS = env_int("OTA_BUILD_SLOTS", 32)
+# --- Build events -----------------------------------------------------------------------
+# A running build with no event for this long is stale (status endpoint, banner, sweeper).
+BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS = env_int("BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS", 90)
+BUILD_EVENTS_SWEEP_INTERVAL_SECONDS = env_int("BUILD_EVENTS_SWEEP_INTERVAL_SECONDS", 30)
+# A stale run stays in the admin banner until it has been silent this long.
+BUILD_EVENTS_STALE_VISIBLE_SECONDS = env_int("BUILD_EVENTS_STALE_VISIBLE_SECONDS", 3600)
+BUILD_EVENTS_RATE_LIMIT = env_str("BUILD_EVENTS_RATE_LIMIT", "1200/m")  # per token
+BUILD_EVENTS_MAX_BODY_BYTES = env_int("BUILD_EVENTS_MAX_BODY_BYTES", 1024 * 1024)
+BUILD_EVENTS_MAX_BATCH = env_int("BUILD_EVENTS_MAX_BATCH", 1000)
+BUILD_WEBHOOK_TIMEOUT_SECONDS = env_int("BUILD_WEBHOOK_TIMEOUT_SECONDS", 5)
+BUILD_WEBHOOK_MAX_ATTEMPTS = env_int("BUILD_WEBHOOK_MAX_ATTEMPTS", 6)
+BUILD_WEBHOOK_RETRY_BASE_SECONDS = env_int("BUILD_WEBHOOK_RETRY_BASE_SECONDS", 30)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "BuildHub <buildhub@localhost>")
 # --- Abuse detection --------------------------------------------------------------------
 # Points each rule adds to an account's score, and the thresholds that flag (> FLAG) and,
 # for patterns a reviewer confirmed, block (> BLOCK). Boundaries are exclusive.
@@ -302,6 +361,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PlatformEnum": "publishing.choices.Platform",
         "EnvEnum": "publishing.choices.Environment",
+        "JobStatusEnum": "builds.choices.JobStatus",
+        "VersionStatusEnum": "publishing.choices.VersionStatus",
+        "BuildRunEnvEnum": "buildevents.choices.RunEnv",
+        "BuildRunStatusEnum": "buildevents.choices.RunStatus",
+        "BuildStageStatusEnum": "buildevents.api.serializers.STAGE_STATUSES",
     },
 }
 

@@ -7,6 +7,7 @@ from buildhub.health import healthz
 api_v1 = [
     path("", include("builds.api.urls")),
     path("", include("publishing.api.urls")),
+    path("", include("buildevents.api.urls")),
 ]
 
 urlpatterns = [

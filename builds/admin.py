@@ -1,10 +1,21 @@
+import datetime as dt
+
 from django import forms
 from django.contrib import admin, messages
-from django.utils.html import format_html_join
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from buildhub.errors import ServiceError
-from builds.choices import TokenScope
+from builds.choices import JobStatus, TokenScope
 from builds.engine import lifecycle
+from builds.engine import workers as worker_service
+from builds.engine.insight import describe_job
 from builds.models import (
     Account,
     ApiToken,
@@ -17,7 +28,7 @@ from builds.models import (
     TimeoutAddOn,
     Worker,
 )
-from builds.services import revoke_api_token
+from builds.services import current_usage, revoke_api_token
 
 
 class MembershipInline(admin.TabularInline):
@@ -45,10 +56,11 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ["tier", "blocked"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["created_at", "effective_limits_table"]
+    readonly_fields = ["created_at", "effective_limits_table", "usage_this_month", "tokens_table"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "tier", "created_at"]}),
-        ("Effective limits", {"fields": ["effective_limits_table"]}),
+        ("Effective limits", {"fields": ["effective_limits_table", "usage_this_month"]}),
+        ("API tokens", {"fields": ["tokens_table"]}),
         ("Blocking", {"fields": ["blocked", "blocked_reason", "blocked_at"]}),
     ]
     inlines = [EnterpriseLimitInline, TimeoutAddOnInline, MembershipInline]
@@ -79,6 +91,43 @@ class AccountAdmin(admin.ModelAdmin):
         ]
         return format_html_join(
             "", "<div><strong>{}</strong>: {}</div>", ((label, value) for label, value in rows)
+        )
+
+    @admin.display(description="Usage this month")
+    def usage_this_month(self, account):
+        if account.pk is None:
+            return "–"
+        usage = current_usage(account)
+        limit = usage.builds_limit if usage.builds_limit is not None else "unlimited"
+        return f"{usage.builds_used} of {limit} builds in {usage.month:%B %Y}"
+
+    @admin.display(description="Tokens")
+    def tokens_table(self, account):
+        if account.pk is None:
+            return "–"
+        add = reverse("admin:builds_apitoken_add") + f"?account={account.pk}"
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>{}</a></td><td>bh_{}_…</td>"
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:builds_apitoken_change", args=[token.pk]),
+                    token.name,
+                    token.key_id,
+                    ", ".join(token.scopes),
+                    f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never used",
+                    "revoked" if token.revoked_at else "active",
+                )
+                for token in account.api_tokens.order_by("-created_at")
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>Name</th><th>Key</th><th>Scopes</th><th>Last used</th>"
+            "<th>State</th></tr></thead><tbody>{}</tbody></table>"
+            "<p><a class='button' href='{}'>Create a token</a> (its secret is shown once)</p>",
+            rows or mark_safe("<tr><td colspan='5'>No tokens.</td></tr>"),  # noqa: S308 - constant
+            add,
         )
 
 
@@ -152,6 +201,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
             revoke_api_token(token)
+            self.log_change(request, token, "Revoked")
             revoked += 1
         self.message_user(request, f"Revoked {revoked} token(s).")
 
@@ -195,24 +245,43 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+JOB_SERVICES = {
+    # verb in the URL: (service, button text, what it does, message when done)
+    "cancel": (lifecycle.cancel_job, "Cancel", "cancel", "Cancelled"),
+    "retry": (lifecycle.retry_job, "Retry", "queue again as a new attempt", "Queued again"),
+    "run-now": (lifecycle.run_job_now, "Run now", "move to the front of its class", "Moved"),
+}
+LOG_TAIL = 200
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
         "id",
         "kind",
         "account",
-        "priority_class",
+        "tier",
         "status",
         "progress",
         "stage",
         "attempts",
         "created_at",
     ]
-    list_filter = ["status", "priority_class", "kind", "created_at"]
+    list_filter = ["status", "kind", "account__tier", "priority_class", "account", "created_at"]
     list_select_related = ["account"]
-    search_fields = ["=id", "account__slug", "account__name", "kind", "idempotency_key"]
+    # params and result are searched as text: git refs, app slugs, bundle hashes.
+    search_fields = [
+        "=id",
+        "account__slug",
+        "account__name",
+        "kind",
+        "idempotency_key",
+        "params",
+        "result",
+    ]
     date_hierarchy = "created_at"
     actions = ["cancel", "retry", "run_now"]
+    change_form_template = "admin/builds/job/job_page.html"
 
     def has_add_permission(self, request):
         return False
@@ -220,29 +289,136 @@ class JobAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def _each(self, request, queryset, verb, service):
-        done, refused = 0, []
-        for job in queryset:
-            try:
-                service(job)
-                done += 1
-            except ServiceError as error:
-                refused.append(f"{job.pk}: {error.message}")
-        self.message_user(request, f"{verb} {done} job(s).")
-        for line in refused:
-            self.message_user(request, line, level=messages.WARNING)
+    def has_delete_permission(self, request, obj=None):
+        return False  # jobs are the record of what ran: cancel them, never delete
+
+    @admin.display(description="Tier", ordering="account__tier")
+    def tier(self, job):
+        return job.account.get_tier_display()
+
+    # --- actions: each confirms first, then calls the engine's service -----------------
+    def _each(self, request, queryset, verb):
+        service, button, effect, done_text = JOB_SERVICES[verb]
+        if request.POST.get("confirmed") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/builds/job/confirm.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"{button}: are you sure?",
+                    "jobs": queryset,
+                    "effect": effect,
+                    "button": button,
+                    "action": request.POST.get("action"),
+                    "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                    "opts": self.model._meta,
+                },
+            )
+        done = [job for job in queryset if self._apply(request, job, verb)]
+        self.message_user(request, f"{done_text} {len(done)} job(s).")
+        return None
+
+    def _apply(self, request, job, verb) -> bool:
+        service, button, _, _ = JOB_SERVICES[verb]
+        try:
+            service(job)
+        except ServiceError as error:
+            self.message_user(request, f"{job.pk}: {error.message}", level=messages.WARNING)
+            return False
+        self.log_change(request, job, f"{button} (engine service)")
+        return True
 
     @admin.action(description="Cancel selected jobs")
     def cancel(self, request, queryset):
-        self._each(request, queryset, "Cancelled", lifecycle.cancel_job)
+        return self._each(request, queryset, "cancel")
 
     @admin.action(description="Retry selected failed or timed-out jobs")
     def retry(self, request, queryset):
-        self._each(request, queryset, "Queued again", lifecycle.retry_job)
+        return self._each(request, queryset, "retry")
 
     @admin.action(description="Run selected queued jobs next in their class")
     def run_now(self, request, queryset):
-        self._each(request, queryset, "Moved to the front", lifecycle.run_job_now)
+        return self._each(request, queryset, "run-now")
+
+    # --- the job page ---------------------------------------------------------------------
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.job_action_view)
+        return [
+            *(
+                path(f"<uuid:job_id>/{verb}/", view, {"verb": verb}, name=f"builds_job_{verb}")
+                for verb in JOB_SERVICES
+            ),
+            *super().get_urls(),
+        ]
+
+    def job_action_view(self, request, job_id, verb):
+        """One job's cancel, retry or run-now: a confirmation page, then the service."""
+        job = self.get_object(request, str(job_id))
+        if job is None:
+            raise Http404
+        _, button, effect, done_text = JOB_SERVICES[verb]
+        page = reverse("admin:builds_job_change", args=[job.pk])
+        if request.method == "POST":
+            if self._apply(request, job, verb):
+                self.message_user(request, f"{done_text} job {job.pk}.")
+            return redirect(page)
+        return TemplateResponse(
+            request,
+            "admin/builds/job/confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"{button}: are you sure?",
+                "jobs": [job],
+                "effect": effect,
+                "button": button,
+                "back": page,
+                "opts": self.model._meta,
+            },
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self.get_object(request, object_id)
+        extra = {}
+        if job is not None:
+            logs = list(JobLog.objects.filter(job=job).order_by("-seq")[:LOG_TAIL])[::-1]
+            extra = {
+                "job": job,
+                "insight": describe_job(job),
+                "log_lines": logs,
+                "log_after": logs[-1].seq if logs else 0,
+                "log_truncated": bool(logs) and logs[0].seq > 1,
+                "artifacts": job_artifacts(job),
+                "channel": (job.params or {}).get("channel", ""),
+                "verbs": available_verbs(job, request.user),
+                "ws_url": f"/ws/jobs/{job.pk}/",
+            }
+        return super().change_view(
+            request, object_id, form_url, extra_context={**extra, **(extra_context or {})}
+        )
+
+
+def available_verbs(job, user) -> list[tuple[str, str, str]]:
+    """(verb, label, url) of the actions that apply to the job as it is now."""
+    verbs = []
+    if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        verbs.append(("cancel", "Cancel job"))
+    if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        verbs.append(("retry", "Retry"))
+    if job.status == JobStatus.QUEUED and user.is_staff:
+        verbs.append(("run-now", "Run now"))
+    return [
+        (verb, label, reverse(f"admin:builds_job_{verb}", args=[job.pk])) for verb, label in verbs
+    ]
+
+
+def job_artifacts(job) -> list[dict]:
+    """The job's artifacts with a link an operator can open (signed, short-lived)."""
+    from publishing.artifacts import signed_file_url
+
+    rows = []
+    for artifact in job.artifacts.filter(deleted_at__isnull=True).order_by("created_at"):
+        rows.append({"artifact": artifact, "link": signed_file_url(artifact)})
+    return rows
 
 
 @admin.register(JobLog)
@@ -267,3 +443,46 @@ class HeatUpAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         obj.created_by = obj.created_by or request.user.get_username()
         super().save_model(request, obj, form, change)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("start/", wrap(self.start_view), name="builds_heatup_start"),
+            path("cool-down/", wrap(self.cool_down_view), name="builds_heatup_cool_down"),
+            *super().get_urls(),
+        ]
+
+    def start_view(self, request):
+        """The dashboard's heat-up form: the engine's heat-up service, then back."""
+        if request.method != "POST" or not self.has_add_permission(request):
+            raise PermissionDenied
+        try:
+            count = int(request.POST.get("workers", ""))
+            minutes = int(request.POST.get("minutes", ""))
+        except ValueError:
+            self.message_user(
+                request, "Heat-up needs a number of workers and minutes.", messages.ERROR
+            )
+            return redirect("admin:index")
+        try:
+            heat_up = worker_service.heat_up(
+                count, dt.timedelta(minutes=minutes), by=request.user.get_username()
+            )
+        except ServiceError as error:
+            self.message_user(request, error.message, messages.ERROR)
+            return redirect("admin:index")
+        self.log_addition(request, heat_up, f"Heat-up: {count} worker(s) for {minutes} min")
+        self.message_user(
+            request, f"Heating up: {count} worker(s) kept warm until {heat_up.until:%H:%M %Z}."
+        )
+        return redirect("admin:index")
+
+    def cool_down_view(self, request):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        active = list(worker_service.active_heat_ups())
+        worker_service.cool_down()
+        for heat_up in active:
+            self.log_change(request, heat_up, "Cooled down now")
+        self.message_user(request, f"Cooled down: {len(active)} heat-up(s) ended.")
+        return redirect("admin:index")

@@ -8,7 +8,7 @@ class BuildsConfig(AppConfig):
     def ready(self):
         from builds import registry
         from builds.api import schema  # noqa: F401 - registers the token auth in OpenAPI
-        from builds.engine.diagnostic import sleep_executor
+        from builds.engine.diagnostic import noop_executor, sleep_executor
 
         registry.register_kind(
             "diagnostic.sleep",
@@ -16,4 +16,11 @@ class BuildsConfig(AppConfig):
             staff_only=True,
             counts_as_build=False,
             description="Sleeps in a child process; for tests, benchmarks and fault drills.",
+        )
+        registry.register_kind(
+            "diagnostic.noop",
+            noop_executor,
+            staff_only=True,
+            counts_as_build=False,
+            description="Does nothing: measures the engine's own overhead (benchmarks).",
         )

@@ -43,3 +43,38 @@ def backoff_seconds(attempt: int, base: float, cap: float = 3600.0, jitter: floa
     """Delay before retry number ``attempt`` (1-based): base * 2^(attempt-1), plus up to 20%."""
     delay = min(base * 2 ** (max(attempt, 1) - 1), cap)
     return delay + random.uniform(0, delay * jitter)
+
+
+def claims_until_served(
+    position: int, waiting: dict[str, int], target_class: str, ahead_in_class: int
+) -> int:
+    """Which claim from now (1 = the next one) takes a job that waits behind ``ahead_in_class``
+    others of ``target_class``, while ``waiting`` jobs of each other class stay eligible.
+
+    Follows the cycle from the shared cursor ``position``; a slot whose class is empty goes to
+    the highest class with work. Whole cycles are skipped at once while no class runs empty,
+    so the cost depends on how often a class empties (at most four times), not on the depth.
+    """
+    remaining = {cls: max(0, waiting.get(cls, 0)) for cls in CLASSES_BY_RANK}
+    remaining[target_class] = ahead_in_class + 1  # the job itself is the last one that counts
+    claims = 0
+    while True:
+        if position % len(CYCLE) == 0:
+            busy = {cls for cls, count in remaining.items() if count}
+            per_cycle = {cls: round(slot_share(cls, busy) * len(CYCLE)) for cls in busy}
+            # Skip cycles only while every busy class keeps at least one job afterwards.
+            cycles = min((remaining[cls] - 1) // per_cycle[cls] for cls in busy)
+            if cycles:
+                for cls in busy:
+                    remaining[cls] -= cycles * per_cycle[cls]
+                claims += cycles * len(CYCLE)
+                position += cycles * len(CYCLE)
+        wanted = class_for_slot(position)
+        served = (
+            wanted if remaining[wanted] else next(cls for cls in CLASSES_BY_RANK if remaining[cls])
+        )
+        remaining[served] -= 1
+        claims += 1
+        position += 1
+        if served == target_class and remaining[target_class] == 0:
+            return claims

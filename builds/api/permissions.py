@@ -1,6 +1,7 @@
 from rest_framework import permissions
 
-from builds.models import ApiToken
+from buildhub.errors import ServiceError
+from builds.models import Account, ApiToken
 
 
 class HasTokenScope(permissions.BasePermission):
@@ -40,3 +41,21 @@ def caller_account(request):
     """The account an API token acts for; None for staff, who see every account."""
     token = request.auth
     return token.account if isinstance(token, ApiToken) else None
+
+
+def request_account(request) -> Account:
+    """The account a request acts for: the token's, or for staff the one they name."""
+    account = caller_account(request)
+    if account is not None:
+        return account
+    slug = request.query_params.get("account") or (
+        request.data.get("account") if hasattr(request.data, "get") else None
+    )
+    if not slug:
+        raise ServiceError(
+            "Staff requests name the account: ?account=<slug>.", fields={"account": "required"}
+        )
+    account = Account.objects.filter(slug=slug).first()
+    if account is None:
+        raise ServiceError("No such account.", code="not_found", status=404)
+    return account

@@ -8,7 +8,8 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Now
 
 from builds.choices import JobStatus
-from builds.engine.lifecycle import after
+from builds.engine import events
+from builds.engine.lifecycle import after, next_state
 from builds.fairness import serve_order
 from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job
@@ -26,13 +27,19 @@ def _locked_cursor() -> FairnessCursor:
     return FairnessCursor.objects.select_for_update().get(pk=1)
 
 
-def accounts_at_their_limit() -> list[int]:
-    running = dict(
+def running_per_account() -> dict[int, int]:
+    return dict(
         Job.objects.filter(status=JobStatus.RUNNING)
         .values("account")
         .annotate(count=Count("pk"))
         .values_list("account", "count")
     )
+
+
+def accounts_at_their_limit(running: dict[int, int] | None = None) -> list[int]:
+    """Accounts whose running jobs fill their concurrency limit (``running``: from
+    running_per_account(), when the caller has it already)."""
+    running = running_per_account() if running is None else running
     if not running:
         return []
     accounts = Account.objects.filter(pk__in=running).select_related("enterprise_limit")
@@ -78,8 +85,11 @@ def claim_next_job(worker_id: str) -> Job | None:
         cancel_requested_at=None,
         run_now=False,
         stage="Starting",
+        **next_state(),
     )
     if not updated:
         return None
     FairnessCursor.objects.filter(pk=1).update(position=F("position") + 1)
-    return Job.objects.select_related("account").get(pk=job_id)
+    job = Job.objects.select_related("account").get(pk=job_id)
+    events.push_on_commit(job.pk, events.status_message(job))
+    return job

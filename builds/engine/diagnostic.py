@@ -1,4 +1,9 @@
-"""``diagnostic.sleep``: a real child process that sleeps in steps (staff and test use).
+"""Diagnostic job kinds (staff and test use).
+
+``diagnostic.noop`` does nothing in the worker itself: what it costs is the engine's own
+overhead (claim, workspace, lease monitor, finish), which the benchmarks measure.
+
+``diagnostic.sleep``: a real child process that sleeps in steps.
 
 Params: ``seconds`` (total, default 1), ``steps`` (default 1), ``fail_times`` (the first N
 attempts end with a retryable error), ``exit`` (the child exits with this code: a
@@ -83,3 +88,7 @@ def sleep_executor(context):
     if context.job.attempts <= fail_times:
         raise RetryableError(f"diagnostic failure {context.job.attempts} of {fail_times}")
     return {"slept_seconds": seconds, "steps": steps}
+
+
+def noop_executor(context):
+    return {}

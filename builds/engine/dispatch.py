@@ -6,10 +6,12 @@ delays jobs but loses none.
 """
 
 import logging
+import os
 
 from django.db.models import Q
 from django.db.models.functions import Now
 from django_q.brokers import get_broker
+from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from builds.choices import JobStatus
@@ -19,13 +21,25 @@ logger = logging.getLogger("buildhub.jobs")
 
 TICKET_TASK = "builds.tasks.run_next_job"
 
+_brokers: dict = {}
+
+
+def ticket_broker():
+    """This process's broker: django-q2 makes a new one, with a new Redis connection, for
+    every task it is not handed (about 5 ms a ticket). A forked worker makes its own."""
+    key = (os.getpid(), str(Conf.REDIS))
+    if key not in _brokers:
+        _brokers.clear()
+        _brokers[key] = get_broker()
+    return _brokers[key]
+
 
 def issue_ticket(count: int = 1) -> int:
     """Send ``count`` tickets; returns how many reached the broker."""
     sent = 0
     try:
         for _ in range(count):
-            async_task(TICKET_TASK, save=False)
+            async_task(TICKET_TASK, save=False, broker=ticket_broker())
             sent += 1
     except Exception:  # noqa: BLE001 - broker down: the reconciler re-issues later
         logger.warning("could not send a dispatch ticket; the reconciler will", exc_info=True)
@@ -41,7 +55,7 @@ def eligible_queued_count() -> int:
 
 
 def tickets_waiting() -> int:
-    return get_broker().queue_size()
+    return ticket_broker().queue_size()
 
 
 def reconcile_tickets(capacity: int | None = None) -> int:

@@ -30,6 +30,12 @@ def after(seconds: float):
 _RELEASE_LEASE = {"worker": None, "lease_token": None, "lease_expires_at": None}
 
 
+def next_state():
+    """Part of every UPDATE that is announced: live clients drop status events older than
+    what they already have by comparing this counter."""
+    return {"state_seq": F("state_seq") + 1}
+
+
 def _announce(job_id, outcome: str) -> Job:
     """Reload the job and, on commit, log, push and signal its new state."""
     job = Job.objects.select_related("account").get(pk=job_id)
@@ -74,6 +80,7 @@ def succeed_job(job_id, lease_token, result=None) -> Job | None:
         error="",
         finished_at=Now(),
         **_RELEASE_LEASE,
+        **next_state(),
     )
     return _announce(job_id, "succeeded") if updated else None
 
@@ -92,10 +99,15 @@ def fail_job(job_id, lease_token, error: str, *, retryable: bool) -> Job | None:
             error=error[:10000],
             stage=f"Retrying in {delay:.0f}s (attempt {job.attempts} of {job.max_attempts} failed)",
             **_RELEASE_LEASE,
+            **next_state(),
         )
         return _announce(job_id, "retrying") if updated else None
     updated = _leased(job_id, lease_token).update(
-        status=JobStatus.FAILED, error=error[:10000], finished_at=Now(), **_RELEASE_LEASE
+        status=JobStatus.FAILED,
+        error=error[:10000],
+        finished_at=Now(),
+        **_RELEASE_LEASE,
+        **next_state(),
     )
     return _announce(job_id, "failed") if updated else None
 
@@ -107,6 +119,7 @@ def time_out_job(job_id, lease_token, timeout_seconds: int) -> Job | None:
         finished_at=Now(),
         error=f"timed out after {timeout_seconds // 60} min {timeout_seconds % 60} s",
         **_RELEASE_LEASE,
+        **next_state(),
     )
     return _announce(job_id, "timed_out") if updated else None
 
@@ -114,7 +127,11 @@ def time_out_job(job_id, lease_token, timeout_seconds: int) -> Job | None:
 @transaction.atomic
 def finish_cancelled_job(job_id, lease_token) -> Job | None:
     updated = _leased(job_id, lease_token).update(
-        status=JobStatus.CANCELLED, finished_at=Now(), stage="Cancelled", **_RELEASE_LEASE
+        status=JobStatus.CANCELLED,
+        finished_at=Now(),
+        stage="Cancelled",
+        **_RELEASE_LEASE,
+        **next_state(),
     )
     return _announce(job_id, "cancelled") if updated else None
 
@@ -128,6 +145,7 @@ def release_job(job_id, lease_token) -> Job | None:
         not_before=None,
         stage="Released by a stopping worker; waiting for another",
         **_RELEASE_LEASE,
+        **next_state(),
     )
     return _announce(job_id, "released") if updated else None
 
@@ -145,7 +163,7 @@ def set_progress(job_id, lease_token, progress: int | None = None, stage: str | 
         changes["progress"] = max(0, min(100, int(progress)))
     if stage is not None:
         changes["stage"] = stage[:200]
-    if not changes or not _leased(job_id, lease_token).update(**changes):
+    if not changes or not _leased(job_id, lease_token).update(**changes, **next_state()):
         return False
     job = Job.objects.get(pk=job_id)
     events.push_on_commit(job_id, events.status_message(job))
@@ -156,12 +174,15 @@ def set_progress(job_id, lease_token, progress: int | None = None, stage: str | 
 def cancel_job(job: Job) -> Job:
     """Cancel a queued job at once; ask the worker of a running one to stop (≤ 2 s)."""
     if Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        status=JobStatus.CANCELLED, finished_at=Now(), stage="Cancelled before it started"
+        status=JobStatus.CANCELLED,
+        finished_at=Now(),
+        stage="Cancelled before it started",
+        **next_state(),
     ):
         return _announce(job.pk, "cancelled")
     if Job.objects.filter(
         pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
-    ).update(cancel_requested_at=Now(), stage="Cancelling"):
+    ).update(cancel_requested_at=Now(), stage="Cancelling", **next_state()):
         return _announce(job.pk, "cancel requested")
     current = Job.objects.get(pk=job.pk)
     if current.status == JobStatus.RUNNING:
@@ -187,6 +208,7 @@ def retry_job(job: Job) -> Job:
         cancel_requested_at=None,
         max_attempts=F("attempts") + 1,
         result=None,
+        **next_state(),
     )
     if not updated:
         current = Job.objects.get(pk=job.pk)
@@ -203,7 +225,7 @@ def retry_job(job: Job) -> Job:
 def run_job_now(job: Job) -> Job:
     """Move a queued job to the front of its class (it still waits for eligibility)."""
     updated = Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        run_now=True, not_before=None
+        run_now=True, not_before=None, **next_state()
     )
     if not updated:
         raise ServiceError("Only queued jobs can be run now.", code="conflict", status=409)
@@ -227,9 +249,14 @@ def reap_expired_lease(job_id, lease_token) -> Job | None:
             error=WORKER_LOST,
             stage=f"Worker lost; retrying in {delay:.0f}s",
             **_RELEASE_LEASE,
+            **next_state(),
         )
         return _announce(job_id, "retrying") if updated else None
     updated = rows.update(
-        status=JobStatus.FAILED, error=WORKER_LOST, finished_at=Now(), **_RELEASE_LEASE
+        status=JobStatus.FAILED,
+        error=WORKER_LOST,
+        finished_at=Now(),
+        **_RELEASE_LEASE,
+        **next_state(),
     )
     return _announce(job_id, "failed") if updated else None

@@ -8,6 +8,7 @@ nothing more is written.
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import queue
@@ -22,7 +23,7 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
 from builds import registry
@@ -58,13 +59,22 @@ class StopReason:
     RELEASED = "released"
 
 
+def installation_key() -> str:
+    """Names this installation by its database: jobs of one database share a workspace root."""
+    db = connections["default"].settings_dict
+    identity = f"{db['ENGINE']}:{db.get('HOST', '')}:{db.get('PORT', '')}:{db['NAME']}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:12]
+
+
 def workspace_root() -> Path:
+    """Where job workspaces live: ``JOB_WORKSPACE_ROOT``, else a folder of this installation
+    on tmpfs (/dev/shm) or in the temporary directory. Per installation, so the sweep of one
+    BuildHub never removes the workspaces of another on the same host."""
     if settings.JOB_WORKSPACE_ROOT:
         return Path(settings.JOB_WORKSPACE_ROOT)
     shm = Path("/dev/shm")
-    if shm.is_dir() and os.access(shm, os.W_OK):
-        return shm
-    return Path(tempfile.gettempdir())
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    return base / f"buildhub-{installation_key()}"
 
 
 def make_workspace(job: Job) -> Path:
@@ -156,17 +166,23 @@ class JobContext:
         self.check()
 
     # --- external tools --------------------------------------------------------------
-    def run(self, args, *, env=None, cwd=None, on_line=None, check=True) -> int:
+    def run(self, args, *, env=None, cwd=None, on_line=None, check=True, inherit_env=True) -> int:
         """Run a tool in its own process group, logging its output line by line.
 
         Stops it (SIGTERM to the group, SIGKILL after the grace period) on timeout, cancel,
         drain or a lost lease, then raises JobStopped. A non-zero exit raises JobFailed.
+        With ``inherit_env=False`` the tool sees only ``env``, none of the worker's own
+        variables (for tools that run a customer's code).
         """
         self.check()
+        if not inherit_env:
+            child_env = dict(env or {})
+        else:
+            child_env = {**os.environ, **env} if env is not None else None
         process = subprocess.Popen(
             [str(arg) for arg in args],
             cwd=cwd or self.workspace,
-            env={**os.environ, **(env or {})} if env is not None else None,
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -40,13 +40,23 @@ def running_jobs_of(worker_id: str) -> int:
     return Job.objects.filter(worker_id=worker_id, status=JobStatus.RUNNING).count()
 
 
-def touch_worker(worker_id: str) -> None:
-    """Heartbeat of a live cluster: last_seen now, idle or busy from its running jobs."""
+def touch_worker(worker_id: str) -> bool:
+    """Heartbeat of a live cluster: last_seen now, idle or busy from its running jobs.
+
+    False when the worker has no row any more (deleted by hand): the caller registers again.
+    """
     state = WorkerState.BUSY if running_jobs_of(worker_id) else WorkerState.IDLE
-    Worker.objects.filter(pk=worker_id, state__in=LIVE_WORKER_STATES).update(
+    live = Worker.objects.filter(pk=worker_id, state__in=LIVE_WORKER_STATES).update(
         last_seen=Now(), state=state
     )
-    Worker.objects.filter(pk=worker_id, state=WorkerState.DRAINING).update(last_seen=Now())
+    if live:
+        return True
+    return (
+        Worker.objects.filter(pk=worker_id)
+        .exclude(state=WorkerState.STOPPED)
+        .update(last_seen=Now())
+        > 0
+    )
 
 
 def begin_drain(worker_id: str, grace_seconds: float) -> None:

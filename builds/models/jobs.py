@@ -62,6 +62,10 @@ class Job(models.Model):
     run_now = models.BooleanField(default=False)
     idempotency_key = models.CharField(max_length=255, blank=True)
     log_seq = models.PositiveIntegerField(default=0, help_text="Last log line's sequence number.")
+    state_seq = models.PositiveIntegerField(
+        default=0,
+        help_text="Counts announced state changes; live clients order status events by it.",
+    )
     submitted_by = models.CharField(max_length=150, blank=True)
 
     class Meta:

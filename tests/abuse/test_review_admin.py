@@ -1,6 +1,7 @@
 """The review queue in the Django admin: the evidence, and each action with its audit row."""
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from abuse.choices import FlagStatus, PatternKind, ReviewActionKind
@@ -144,6 +145,11 @@ def test_confirm_and_block_then_unblock_in_the_admin(admin_client, flagged, staf
     assert list(ReviewAction.objects.order_by("created_at").values_list("action", "actor")) == [
         (ReviewActionKind.CONFIRM_AND_BLOCK, staff.pk),
         (ReviewActionKind.UNBLOCK, staff.pk),
+    ]
+    logged = LogEntry.objects.filter(object_id=str(flag.pk)).order_by("action_time")
+    assert [entry.get_change_message() for entry in logged] == [
+        f"Confirmed the pattern and blocked {heavy}.",
+        f"Unblocked {heavy}.",
     ]
     # The person's later decision wins over the older pattern: submitting works again.
     job, created = submit_job(

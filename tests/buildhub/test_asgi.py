@@ -18,11 +18,14 @@ async def test_asgi_application_serves_http():
     assert b'"status": "ok"' in response["body"]
 
 
-async def test_websocket_from_a_foreign_origin_is_refused():
+async def test_websocket_from_a_foreign_origin_is_closed_with_4403():
     communicator = WebsocketCommunicator(
         application, "/ws/anything/", headers=[(b"origin", b"https://evil.example")]
     )
 
     connected, _ = await communicator.connect()
+    closed = await communicator.receive_output()
+    await communicator.disconnect()
 
-    assert connected is False
+    assert connected is True  # accepted only so that a browser sees the close code
+    assert closed == {"type": "websocket.close", "code": 4403}

@@ -1,6 +1,7 @@
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 
 from builds.models import ApiToken, EnterpriseLimit
 from builds.services import authenticate_token, consume_monthly_build
@@ -115,6 +116,7 @@ def test_revoke_action(admin_client, pro_account, api_client_for):
     client.token.refresh_from_db()
     assert client.token.revoked_at is not None
     assert client.get("/api/v1/accounts/").status_code == 401
+    assert LogEntry.objects.get(object_id=str(client.token.pk)).get_change_message() == "Revoked"
 
 
 def test_usage_list(admin_client, free_account, django_assert_max_num_queries):
@@ -141,11 +143,30 @@ def test_job_admin_lists_jobs_and_cancels_through_the_engine(admin_client, pro_a
 
     page = admin_client.get("/admin/builds/job/").content.decode()
     assert str(job.pk) in page
-    admin_client.post("/admin/builds/job/", {"action": "cancel", "_selected_action": [job.pk]})
+    chosen = {"action": "cancel", "_selected_action": [job.pk]}
+    confirm = admin_client.post("/admin/builds/job/", chosen)
 
+    assert "You are about to <strong>cancel</strong> for 1 job" in confirm.content.decode()
+    job.refresh_from_db()
+    assert job.status == "queued"  # nothing happens before the operator confirms
+
+    admin_client.post("/admin/builds/job/", {**chosen, "confirmed": "yes"})
     job.refresh_from_db()
     assert job.status == "cancelled"
+    assert LogEntry.objects.get(object_id=str(job.pk)).get_change_message() == (
+        "Cancel (engine service)"
+    )
 
 
 def test_job_logs_are_read_only(admin_client):
     assert admin_client.get("/admin/builds/joblog/add/").status_code == 403
+
+
+def test_account_page_shows_usage_and_tokens(admin_client, free_account, api_client_for):
+    consume_monthly_build(free_account)
+    client = api_client_for(free_account)
+    page = admin_client.get(f"/admin/builds/account/{free_account.pk}/change/").content.decode()
+    assert "1 of 10 builds in" in page
+    assert f"bh_{client.token.key_id}_…" in page
+    assert "never used" in page or "active" in page
+    assert f"/admin/builds/apitoken/add/?account={free_account.pk}" in page

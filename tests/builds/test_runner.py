@@ -2,8 +2,10 @@
 
 import datetime as dt
 import os
+import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from builds.engine.claim import claim_next_job
 from builds.engine.runner import (
     WORKSPACE_PREFIX,
     execute_claimed,
+    installation_key,
     run_next_job,
     sweep_workspaces,
     workspace_root,
@@ -347,3 +350,17 @@ def test_unknown_kind_on_this_worker_fails_the_job(account):
     execute_claimed(claimed)
 
     assert "no executor" in reload(job).error
+
+
+def test_workspaces_of_another_installation_are_left_alone(settings):
+    """Two BuildHubs on one host (or two test runs) each sweep only their own workspaces."""
+    settings.JOB_WORKSPACE_ROOT = ""
+    ours = workspace_root()
+    assert ours.name == f"buildhub-{installation_key()}"
+    foreign = ours.parent / "buildhub-000000000000" / f"{WORKSPACE_PREFIX}{uuid.uuid4()}-x"
+    foreign.mkdir(parents=True)
+    try:
+        sweep_workspaces()
+        assert foreign.is_dir()
+    finally:
+        shutil.rmtree(foreign.parent)

@@ -27,7 +27,7 @@ from tests.conftest import make_account
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FAST_ENGINE = {
-    "JOB_LEASE_SECONDS": "3",
+    "JOB_LEASE_SECONDS": "5",
     "JOB_HEARTBEAT_SECONDS": "1",
     "JOB_POLL_SECONDS": "0.2",
     "JOB_RETRY_BASE_SECONDS": "1",
@@ -248,13 +248,18 @@ def test_supervisor_scales_to_zero_wakes_for_work_and_honours_heat_up(processes,
     from builds.engine import workers
 
     processes.start("runworkers", "--clusters", "1", "--idle-seconds", "2", BUILDHUB_WORKERS="1")
-    wait_until(lambda: live_worker_count() == 1, message="a warm worker at start")
-    wait_until(lambda: live_worker_count() == 0, message="scale to zero when idle")
-
     job = sleep_job(make_account("pro", "Wake Co"), "wake.marker", seconds=0.2, steps=1)
     wait_until(all_ended([job]), seconds=60, message="a worker to start for the queued job")
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED
+    wait_until(
+        lambda: not Worker.objects.exclude(state=WorkerState.STOPPED).exists(),
+        message="scale to zero when idle (every worker stopped)",
+    )
+    assert Worker.objects.filter(state=WorkerState.STOPPED).exists()
+
+    later = sleep_job(make_account("pro", "Wake Again Co"), "again.marker", seconds=0.2)
+    wait_until(all_ended([later]), seconds=60, message="a worker to start again from zero")
 
     workers.heat_up(3, timedelta(minutes=5), by="test")
     wait_until(lambda: live_worker_count() == 3, message="heat-up to three workers")

@@ -44,7 +44,8 @@ class Command(BaseCommand):
             f"Worker {worker_id} running ({settings.Q_CLUSTER['workers']} processes)."
         )
         while not stop.stopping and cluster.sentinel.is_alive():
-            workers.touch_worker(worker_id)
+            if not workers.touch_worker(worker_id):
+                workers.register_worker(worker_id, host, pid, settings.Q_CLUSTER["workers"])
             for _ in range(int(HEARTBEAT_SECONDS / 0.25)):
                 if stop.stopping:
                     break

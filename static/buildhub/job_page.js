@@ -1,0 +1,71 @@
+/* A job's admin page: status, progress and log lines follow the job over its websocket. */
+(function () {
+  "use strict";
+  var root = document.getElementById("job-page");
+  if (!root) { return; }
+  var jobId = root.getAttribute("data-job");
+  var after = parseInt(root.getAttribute("data-after"), 10) || 0;
+  var terminal = ["succeeded", "failed", "cancelled", "timed_out"];
+  var statusLabels = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed",
+    cancelled: "Cancelled", timed_out: "Timed out" };
+  var initialStatus = root.querySelector('[data-testid="badge-status-' + jobId + '"]').textContent;
+  var log = root.querySelector('[data-testid="log-' + jobId + '"]');
+  var live = root.querySelector('[data-testid="live-text"]');
+
+  function byTestId(name) { return root.querySelector('[data-testid="' + name + "-" + jobId + '"]'); }
+
+  function showStatus(message) {
+    var badge = byTestId("badge-status");
+    badge.textContent = statusLabels[message.status] || message.status;
+    badge.className = "job-badge status-" + message.status;
+    byTestId("badge-stage").textContent = message.stage || "not started";
+    var bar = byTestId("progress");
+    bar.setAttribute("aria-valuenow", message.progress);
+    bar.querySelector(".job-progress-bar").style.width = message.progress + "%";
+    byTestId("progress-text").textContent = message.progress + "%";
+    if (message.attempts !== undefined) {
+      var attempts = byTestId("attempts");
+      attempts.textContent = attempts.textContent.replace(/^\d+/, message.attempts);
+    }
+  }
+
+  function appendLine(message) {
+    if (message.seq <= after) { return; }
+    after = message.seq;
+    var atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    var line = document.createElement("span");
+    line.className = "log-line level-" + message.level;
+    line.setAttribute("data-seq", message.seq);
+    var ts = new Date(message.ts);
+    line.textContent = ts.toTimeString().slice(0, 8) + " " + message.message + "\n";
+    log.appendChild(line);
+    if (atBottom) { log.scrollTop = log.scrollHeight; }
+  }
+
+  var delay = 1000;
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + root.getAttribute("data-ws") + "?after=" + after);
+    socket.onopen = function () { delay = 1000; live.textContent = "Live"; root.classList.add("ops-connected"); };
+    socket.onmessage = function (event) {
+      var message = JSON.parse(event.data);
+      if (message.event === "log") { appendLine(message); return; }
+      showStatus(message);
+      if (terminal.indexOf(message.status) !== -1 && statusLabels[message.status] !== initialStatus) {
+        // Finished while we watched: reload once for the artifacts and the actions that apply now.
+        live.textContent = "Finished: " + (statusLabels[message.status] || message.status);
+        setTimeout(function () { window.location.reload(); }, 1500);
+      }
+    };
+    socket.onclose = function (event) {
+      root.classList.remove("ops-connected");
+      if (event.code === 1000) { live.textContent = "Finished"; return; }
+      if (event.code >= 4400 && event.code < 4500) { live.textContent = "Not live (code " + event.code + ")"; return; }
+      live.textContent = "Reconnecting…";
+      setTimeout(connect, delay);
+      delay = Math.min(delay * 2, 30000);
+    };
+  }
+  log.scrollTop = log.scrollHeight;
+  connect();
+})();
