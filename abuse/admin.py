@@ -121,7 +121,7 @@ class FlagAdmin(ReadOnlyAdmin):
 
     list_display = ["account_name", "score", "priority", "status", "rules", "created_at"]
     list_filter = [QueueFilter, "priority"]
-    list_select_related = ["account"]
+    list_select_related = ["account__abuse_score"]
     search_fields = ["account__slug", "account__name"]
     ordering = ["-score", "created_at"]
     change_form_template = "admin/abuse/flag/change_form.html"
@@ -148,7 +148,7 @@ class FlagAdmin(ReadOnlyAdmin):
     @admin.display(description="rules")
     def rules(self, flag):
         return ", ".join(
-            f"{rule['label']} +{rule['points']}" for rule in flag.breakdown.get("rules", [])
+            f"{rule['label']} +{rule['points']}" for rule in flag.current_breakdown.get("rules", [])
         )
 
     @admin.display(description="account")
@@ -164,7 +164,7 @@ class FlagAdmin(ReadOnlyAdmin):
 
     @admin.display(description="score breakdown")
     def breakdown_table(self, flag):
-        rules = flag.breakdown.get("rules", [])
+        rules = flag.current_breakdown.get("rules", [])
         if not rules:
             return "No rule applies."
         return html_table(
@@ -182,7 +182,7 @@ class FlagAdmin(ReadOnlyAdmin):
 
     @admin.display(description="linked accounts and their recent builds")
     def linked_accounts_table(self, flag):
-        linked_ids = flag.breakdown.get("linked_accounts", [])[:LINKED_SHOWN]
+        linked_ids = flag.current_breakdown.get("linked_accounts", [])[:LINKED_SHOWN]
         if not linked_ids:
             return "None."
         accounts = Account.objects.filter(pk__in=linked_ids).select_related("abuse_score")
@@ -270,7 +270,7 @@ class FlagAdmin(ReadOnlyAdmin):
         """
         if not request.user.has_perm("abuse.change_flag"):
             raise PermissionDenied
-        flag = get_object_or_404(Flag.objects.select_related("account"), pk=flag_id)
+        flag = get_object_or_404(Flag.objects.select_related("account__abuse_score"), pk=flag_id)
         form = form_class(request.POST or None, flag=flag)
         if request.method == "POST" and form.is_valid():
             try:

@@ -97,7 +97,9 @@ class Flag(models.Model):
         max_length=8, choices=FlagPriority.choices, default=FlagPriority.NORMAL
     )
     score = models.PositiveSmallIntegerField(help_text="The account's score when last scored.")
-    breakdown = models.JSONField(default=dict, blank=True)
+    breakdown = models.JSONField(
+        default=dict, blank=True, help_text="The score's breakdown when raised or resolved."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(
@@ -118,6 +120,14 @@ class Flag(models.Model):
 
     def __str__(self):
         return f"Flag #{self.pk} on {self.account} ({self.score}, {self.status})"
+
+    @property
+    def current_breakdown(self) -> dict:
+        """While open, the account's latest breakdown; once resolved, the one judged."""
+        score = getattr(self.account, "abuse_score", None)
+        if self.status == FlagStatus.OPEN and score is not None:
+            return score.breakdown
+        return self.breakdown
 
 
 class ConfirmedPattern(models.Model):

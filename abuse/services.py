@@ -150,9 +150,11 @@ def raise_flag(account: Account, assessment: Assessment, priority: str) -> Flag 
     After a reviewer resolved a flag, a new one is raised only for a higher score than the
     one they judged.
     """
-    total, breakdown = assessment.total, assessment.breakdown()
-    fields = {"score": total, "breakdown": breakdown, "priority": priority}
-    if Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(**fields):
+    total = assessment.total
+    # An open flag shows the account's current breakdown (its Score): refresh the numbers only.
+    if Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(
+        score=total, priority=priority
+    ):
         return None
     judged = (
         Flag.objects.filter(account=account)
@@ -165,9 +167,13 @@ def raise_flag(account: Account, assessment: Assessment, priority: str) -> Flag 
         return None
     try:
         with transaction.atomic():
-            return Flag.objects.create(account=account, **fields)
+            return Flag.objects.create(
+                account=account, score=total, priority=priority, breakdown=assessment.breakdown()
+            )
     except IntegrityError:  # a concurrent scoring opened it first
-        Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(**fields)
+        Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(
+            score=total, priority=priority
+        )
         return None
 
 

@@ -56,7 +56,7 @@ def test_five_accounts_one_ip_one_bundle_are_flagged_not_blocked(farm):
         (FlagStatus.OPEN, FlagPriority.HIGH, 85)
     }
     assert not any(member.blocked for member in farm)
-    rules = {rule["rule"]: rule["accounts"] for rule in flags[0].breakdown["rules"]}
+    rules = {rule["rule"]: rule["accounts"] for rule in flags[0].current_breakdown["rules"]}
     assert rules["shared_bundle"] == sorted(member.pk for member in farm[1:])
 
 
