@@ -165,6 +165,7 @@ def main(argv=None) -> int:
     seed_file.write_text(json.dumps(seed))
     try:
         stack.start(log)
+        stack.warm_up(seed, log)
         code = run_locust(profile, args.profile, stack.url, seed_file, out)
     finally:
         stack.stop()
