@@ -95,33 +95,43 @@ def history(history_csv: Path) -> list[dict]:
     return seconds
 
 
-def breakpoint_of(seconds: list[dict]) -> dict:
-    """Where the first bar broke: the p95 over the overall bar or a failure, and the last
-    user count and throughput that held."""
-    held = None
-    for second in seconds:
-        if second["users"] == 0 or second["requests"] == 0:
+def steps(seconds: list[dict]) -> list[dict]:
+    """One row per user count the run held: its last second (whose current-window
+    percentiles cover that step) and the failures that happened during it."""
+    rows, failures_before = [], 0
+    for index, second in enumerate(seconds):
+        last_of_step = index + 1 == len(seconds) or seconds[index + 1]["users"] != second["users"]
+        if not last_of_step or second["users"] == 0 or second["requests"] == 0:
             continue
-        if second["p95_ms"] > bars.OVERALL_P95_MS or second["failures_per_s"] > 0:
+        rows.append({**second, "step_failures": second["failures"] - failures_before})
+        failures_before = second["failures"]
+    return rows
+
+
+def breakpoint_of(seconds: list[dict]) -> dict:
+    """The first user step over a bar (p95 over the overall bar, or any failure) and the
+    last step that held, with its throughput."""
+    held = None
+    for step in steps(seconds):
+        if step["p95_ms"] > bars.OVERALL_P95_MS or step["step_failures"] > 0:
             reason = (
-                f"p95 {second['p95_ms']:.0f} ms > {bars.OVERALL_P95_MS} ms"
-                if second["p95_ms"] > bars.OVERALL_P95_MS
-                else f"{second['failures_per_s']:.1f} failures/s"
+                f"p95 {step['p95_ms']:.0f} ms > {bars.OVERALL_P95_MS} ms"
+                if step["p95_ms"] > bars.OVERALL_P95_MS
+                else f"{step['step_failures']} failed requests"
             )
             return {
                 "broke": True,
                 "reason": reason,
-                "users": second["users"],
-                "rps": second["rps"],
+                "users": step["users"],
+                "rps": step["rps"],
                 "held_users": held["users"] if held else 0,
                 "held_rps": held["rps"] if held else 0.0,
             }
-        if held is None or second["rps"] >= held["rps"]:
-            held = second
+        held = step
     return {
         "broke": False,
         "reason": "no bar broke up to the profile's user limit",
-        "users": seconds[-1]["users"] if seconds else 0,
+        "users": held["users"] if held else 0,
         "held_users": held["users"] if held else 0,
         "held_rps": held["rps"] if held else 0.0,
     }

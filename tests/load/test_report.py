@@ -39,23 +39,33 @@ def test_own_goal_is_judged_only_at_its_user_count():
     assert report.goal([{"endpoint": "update check", "p95_ms": 21.0}], users=100)["ok"] is False
 
 
-def test_breakpoint_names_the_first_broken_second_and_the_last_that_held():
-    seconds = [second(0, 10, rps=50), second(1, 20, rps=90), second(2, 30, p95=950, rps=95)]
+def step(t, users, p95=50.0, failures=0, rps=10.0):
+    return {**second(t, users, p95=p95, rps=rps), "failures": failures}
+
+
+def test_breakpoint_names_the_first_broken_step_and_the_last_that_held():
+    seconds = [
+        step(0, 10, p95=2000),  # a slow first second inside a step that held: not a break
+        step(1, 10, rps=50),
+        step(2, 20, rps=90),
+        step(3, 30, p95=950, rps=95),
+    ]
     found = report.breakpoint_of(seconds)
     assert found["broke"] is True
     assert found["users"] == 30
-    assert found["held_users"] == 20
+    assert (found["held_users"], found["held_rps"]) == (20, 90)
     assert found["reason"] == "p95 950 ms > 800 ms"
 
 
-def test_a_failure_breaks_the_error_bar():
-    found = report.breakpoint_of([second(0, 10), second(1, 20, failures_per_s=0.5)])
-    assert found["users"] == 20
-    assert "failures/s" in found["reason"]
+def test_a_failure_during_a_step_breaks_the_error_bar():
+    seconds = [step(0, 10, failures=2), step(1, 10, failures=2), step(2, 20, failures=3)]
+    found = report.breakpoint_of(seconds)
+    assert found["users"] == 10  # its failures count against the first step
+    assert found["reason"] == "2 failed requests"
 
 
 def test_a_run_that_never_breaks_says_so():
-    found = report.breakpoint_of([second(t, 10 * (t + 1)) for t in range(5)])
+    found = report.breakpoint_of([step(t, 10 * (t + 1)) for t in range(5)])
     assert found["broke"] is False
     assert found["held_users"] == 50
 
