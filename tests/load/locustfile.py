@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import gevent
 from locust import HttpUser, LoadTestShape, between, events, task
 
 from tests.load import shapes
@@ -57,7 +58,7 @@ def stop_at_request_budget(**kwargs):
     runner = getattr(stop_at_request_budget, "runner", None)
     if MAX_REQUESTS and _requests_seen >= MAX_REQUESTS and runner is not None:
         stop_at_request_budget.runner = None
-        runner.quit()
+        gevent.spawn(runner.quit)  # not from this user's greenlet, which quit() stops
 
 
 @events.init.add_listener
