@@ -64,6 +64,7 @@ class Stack:
         self.var_dir, self.web_processes = var_dir, web_processes
         self.children: list[subprocess.Popen] = []
         self.sock: socket.socket | None = None
+        self.output = None
         self.env = stack_environment(database_url, redis_url, var_dir)
 
     @property
@@ -95,7 +96,8 @@ class Stack:
     def start(self, log) -> None:
         self.sock = listening_socket()
         fd = self.sock.fileno()
-        output = open(self.var_dir / "stack.log", "ab")  # noqa: SIM115 - lives with the children
+        # The children's log, open as long as they run (closed in stop()).
+        self.output = output = open(self.var_dir / "stack.log", "ab")  # noqa: SIM115
         env = {**os.environ, **self.env}
         daphne = (
             f"exec 3<&{fd}; export LISTEN_FDS=1 LISTEN_FDNAMES=http LISTEN_PID=$$; "
@@ -160,3 +162,5 @@ class Stack:
         self.children = []
         if self.sock is not None:
             self.sock.close()
+        if self.output is not None:
+            self.output.close()
