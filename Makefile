@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain migrate bench clean
+.PHONY: run test lint venv toolchain migrate bench load clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,13 @@ migrate: venv
 # BENCH_REDIS_URL or REDIS_URL emptied); prints a table and writes var/bench/results.json.
 bench: venv toolchain
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+# Locust against a local production-like stack (fresh LOAD_DATABASE_URL, LOAD_REDIS_URL or
+# REDIS_URL emptied, one daphne per core, the worker supervisor), loopback only.
+# LOAD_PROFILE=smoke (default: 10 users, 1 min) | load | stress | spike | breakpoint | soak;
+# LOAD_USERS, LOAD_SECONDS and LOAD_MAX_REQUESTS bound it further. Results in var/load/.
+load: venv
+	$(PY) -m tests.load
 
 clean:
 	rm -rf $(VENV) var toolchain/node_modules

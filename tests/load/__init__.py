@@ -1,0 +1,1 @@
+"""Load scenarios (Locust) against a production-like local stack: ``make load``."""
