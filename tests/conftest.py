@@ -32,6 +32,20 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 
+@pytest.fixture(autouse=True)
+def channel_layer_per_test_loop():
+    """Each async test runs on its own event loop, while the process keeps one channel layer.
+    A consumer cancelled mid-receive can leave the layer's receive lock held and bound to the
+    finished test's loop; the next test then could not receive. Start each test unbound."""
+    yield
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    layer = channel_layers.backends.get(DEFAULT_CHANNEL_LAYER)
+    if layer is not None and hasattr(layer, "receive_lock"):
+        layer.receive_lock = None
+        layer.receive_event_loop = None
+
+
 @pytest.fixture
 def clear_cache():
     from django.core.cache import cache

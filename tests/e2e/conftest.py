@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
+from django.db import OperationalError
+from django.test import TransactionTestCase
 
 from tests.builds.test_workers_live import FAST_ENGINE, database_env
 from tests.test_runlocal import free_port
@@ -142,6 +145,28 @@ class Stack:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             process.log.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def flush_retried_on_deadlock():
+    """Between tests the database is emptied with TRUNCATE while the live stack keeps reading
+    it; on PostgreSQL the two can deadlock, and the server then aborts one of them. When the
+    emptying is the one aborted, it is simply run again."""
+    original = TransactionTestCase._fixture_teardown
+
+    def teardown(self):
+        for attempt in range(5):
+            try:
+                return original(self)
+            except (OperationalError, CommandError) as error:
+                if "deadlock" not in str(error) + str(error.__cause__) or attempt == 4:
+                    raise
+                time.sleep(0.5)
+        return None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_teardown", teardown)
+        yield
 
 
 @pytest.fixture(scope="module")
