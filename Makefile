@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain migrate bench clean
+.PHONY: run test lint venv toolchain migrate bench chaos clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,12 @@ migrate: venv
 # BENCH_REDIS_URL or REDIS_URL emptied); prints a table and writes var/bench/results.json.
 bench: venv toolchain
 	$(PY) -m tests.bench $(BENCH_ARGS)
+
+# Fault drill with real processes on its own PostgreSQL cluster and Redis under var/chaos/
+# (never the machine's shared servers); prints summary lines, writes var/chaos/results.json.
+# CHAOS_ARGS="--quick" is the short CI variant (3 kill rounds, Redis stopped 5 s).
+chaos: venv
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var toolchain/node_modules

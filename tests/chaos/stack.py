@@ -41,18 +41,20 @@ class PrivatePostgres:
     """A throw-away cluster (initdb + pg_ctl) on a free loopback port; trust auth for postgres."""
 
     def __init__(self, base: Path):
-        self.base = base
-        self.data = base / "pg-data"
-        self.sockets = base / "pg-run"
-        self.log = base / "pg.log"
+        self.base = base.resolve()
+        self.data = self.base / "pg-data"
+        self.sockets = self.base / "pg-run"
+        self.log = self.base / "pg.log"
         self.port = free_port()
         self.bin = postgres_bin()
 
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *args: str, check: bool = True) -> None:
         command = [str(self.bin / args[0]), *args[1:]]
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root
             command = ["runuser", "-u", "postgres", "--", *command]
-        return subprocess.run(command, check=check, capture_output=True, text=True)
+        # Output to the log, not a pipe: the server pg_ctl starts would hold a pipe open.
+        with open(self.base / "pg_ctl.log", "ab") as log:
+            subprocess.run(command, check=check, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
     def init(self) -> None:
         shutil.rmtree(self.data, ignore_errors=True)
@@ -72,7 +74,9 @@ class PrivatePostgres:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "restart")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "restart"
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
