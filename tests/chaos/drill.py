@@ -444,10 +444,11 @@ class Drill:
             caps[str(account_id)] = {"peak": peak, "limit": self.caps[account_id]}
             if peak > self.caps[account_id]:
                 problems.append(f"account {account_id} ran {peak} > {self.caps[account_id]}")
-        ws_bad, reconnects = [], 0
+        ws_bad, reconnects, resumed = [], 0, 0
         for followers in self.followers.values():
             for job_id, result in followers.results.items():
                 reconnects += result["reconnects"]
+                resumed += bool(result["reconnects"])
                 expected = list(range(1, jobs[job_id]["log_seq"] + 1)) if job_id in jobs else []
                 if result["seqs"] != expected or result["errors"] or result["final"] is None:
                     ws_bad.append(job_id)
@@ -466,7 +467,8 @@ class Drill:
             "caps": caps,
             "caps_held": not problems,
             "ws_followers": sum(len(f.results) for f in self.followers.values()),
-            "ws_reconnects": reconnects,
+            "ws_resumed": resumed,  # clients that lost their connection and resumed
+            "ws_reconnects": reconnects,  # connection attempts after the first, all clients
             "ws_bad": len(ws_bad),
             "workspaces_left": workspaces_left,
             "submit_refused": self.submit_errors,
@@ -537,7 +539,7 @@ def line(result: dict) -> str:
         f"[{result['phase']}] submitted={result['submitted']} completed={result['completed']} "
         f"failed={result['failed']} retried={result['retried']} lost={result['lost']} "
         f"overlapping={result['overlapping']} caps_held={result['caps_held']} "
-        f"ws_followers={result['ws_followers']} ws_reconnects={result['ws_reconnects']} "
+        f"ws_followers={result['ws_followers']} ws_resumed={result['ws_resumed']} "
         f"ws_gaps_or_dups={result['ws_bad']} workspaces_left={result['workspaces_left']} "
         f"{'OK' if result['ok'] else 'FAILED'}"
     )

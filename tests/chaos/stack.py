@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -42,11 +43,21 @@ class PrivatePostgres:
 
     def __init__(self, base: Path):
         self.base = base.resolve()
+        self.base.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0 and not self._postgres_can_enter(self.base):
+            # A checkout under e.g. /root, which the postgres user cannot enter.
+            self.base = Path(tempfile.mkdtemp(prefix="buildhub-chaos-pg-"))
+            self.base.chmod(0o755)
         self.data = self.base / "pg-data"
         self.sockets = self.base / "pg-run"
         self.log = self.base / "pg.log"
         self.port = free_port()
         self.bin = postgres_bin()
+
+    @staticmethod
+    def _postgres_can_enter(path: Path) -> bool:
+        probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(path)]
+        return subprocess.run(probe, check=False).returncode == 0
 
     def _run(self, *args: str, check: bool = True) -> None:
         command = [str(self.bin / args[0]), *args[1:]]
@@ -80,6 +91,8 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
+        if self.base.name.startswith("buildhub-chaos-pg-"):
+            shutil.rmtree(self.base, ignore_errors=True)
 
     def create_database(self, name: str) -> str:
         with psycopg.connect(
