@@ -88,5 +88,11 @@ class LogBuffer:
         with self._flush_lock:
             with self._lock:
                 lines, self._lines = self._lines, []
-            if lines:
+            if not lines:
+                return
+            try:
                 append_logs(self.job_id, lines, lease_token=self.lease_token)
+            except Exception:
+                with self._lock:  # not written: kept, ahead of newer lines, for the next flush
+                    self._lines[:0] = lines
+                raise

@@ -341,13 +341,15 @@ class Drill:
         self.submitting.clear()
         self.stream.join()
 
-    def busy_run(self, seconds: float = 60, fresh: bool = True) -> dict:
-        """An execution in progress (its tool alive), first attempts first."""
+    def busy_run(self, seconds: float = 60) -> dict:
+        """An execution in progress (its tool alive) of a first attempt.
+
+        Only first attempts: a job the drill killed runs again unharmed, so no job is pushed
+        past its attempt budget (three kills of one job would fail it, "worker lost").
+        """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            runs = self.markers.open_runs()
-            if fresh:
-                runs = [run for run in runs if run["attempt"] == 1] or runs
+            runs = [run for run in self.markers.open_runs() if run["attempt"] == 1]
             if runs:
                 return self.random.choice(runs)
             time.sleep(0.1)
