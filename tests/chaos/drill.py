@@ -357,14 +357,19 @@ class Drill:
 
     # -- faults -------------------------------------------------------------------------
     def fault_kill(self):
-        for _ in range(self.args.kill_rounds):
+        done = 0
+        while done < self.args.kill_rounds:
             run = self.busy_run()
             try:
                 executing = parent_pid(run["pid"])
+                # The worker process running it; not an orphaned tool's new parent (init).
+                if executing <= 1 or "runcluster" not in cmdline(executing):
+                    continue
                 os.kill(executing, signal.SIGKILL)
-                self.faults["kill -9 busy worker process"] += 1
             except (FileNotFoundError, ProcessLookupError):
                 continue  # it ended in between: pick another
+            done += 1
+            self.faults["kill -9 busy worker process"] += 1
             time.sleep(self.random.uniform(1.0, 2.5))
 
     def fault_sigterm(self):
