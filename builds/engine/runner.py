@@ -254,18 +254,19 @@ class Monitor(threading.Thread):
         held_until = time.monotonic() + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
         try:
             while not self.done.wait(settings.JOB_POLL_SECONDS):
-                if time.monotonic() >= context.deadline:
-                    context.stop(StopReason.TIMED_OUT)
+                renewing_at = time.monotonic()
+                renew = renewing_at >= next_renewal
                 try:
-                    renewing_at = time.monotonic()
-                    self.watch(context, renew=renewing_at >= next_renewal)
+                    self.watch(context, renew=renew)
                 except DatabaseError:
                     connection.close()
+                    renew = False  # not renewed: try again at the next poll
                     if time.monotonic() >= held_until:
                         logger.warning("job %s: lease not renewed in time; stopping", job_id)
                         context.stop(StopReason.LEASE_LOST)
-                    continue
-                if renewing_at >= next_renewal:
+                if time.monotonic() >= context.deadline:
+                    context.stop(StopReason.TIMED_OUT)
+                if renew:
                     held_until = (
                         renewing_at + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
                     )
