@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain migrate bench load clean
+.PHONY: run test lint venv toolchain migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,12 @@ bench: venv toolchain
 # LOAD_USERS, LOAD_SECONDS and LOAD_MAX_REQUESTS bound it further. Results in var/load/.
 load: venv
 	$(PY) -m tests.load
+
+# Fault drill with real processes on its own PostgreSQL cluster and Redis under var/chaos/
+# (never the machine's shared servers); prints summary lines, writes var/chaos/results.json.
+# CHAOS_ARGS="--quick" is the short CI variant (3 kill rounds, Redis stopped 5 s).
+chaos: venv
+	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var toolchain/node_modules

@@ -103,5 +103,11 @@ class LogBuffer:
     def flush(self) -> None:
         with self._flush_lock:
             lines = self.take()
-            if lines:
+            if not lines:
+                return
+            try:
                 append_logs(self.job_id, lines, lease_token=self.lease_token)
+            except Exception:
+                with self._lock:  # not written: kept, ahead of newer lines, for the next flush
+                    self._lines[:0] = lines
+                raise

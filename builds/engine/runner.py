@@ -23,7 +23,7 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections, connection, connections
+from django.db import DatabaseError, close_old_connections, connection, connections
 from django.db.models import Exists
 from django.utils import timezone
 
@@ -145,8 +145,16 @@ class JobContext:
         self.logs.add(message, level)
 
     def progress(self, percent: int | None = None, stage: str | None = None) -> None:
-        self.logs.flush()  # lines written before a stage change come before it
-        if not lifecycle.set_progress(self.job.pk, self.lease_token, percent, stage):
+        try:
+            self.logs.flush()  # lines written before a stage change come before it
+            leased = lifecycle.set_progress(self.job.pk, self.lease_token, percent, stage)
+        except DatabaseError:
+            # The database is briefly away (a restart, a failover): this update is skipped,
+            # the lines stay buffered, and the monitor decides whether the lease can be held.
+            logger.warning("job %s: progress not saved, the database is unavailable", self.job.pk)
+            connection.close()
+            return
+        if not leased:
             self.stop(StopReason.LEASE_LOST)
             self.check()
 
@@ -242,34 +250,51 @@ class Monitor(threading.Thread):
         context = self.context
         job_id = context.job.pk
         next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
+        # Until when the lease surely holds (the claim set it just before): renewals that fail
+        # because the database is briefly away are retried until one heartbeat before that.
+        held_until = time.monotonic() + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
         try:
             while not self.done.wait(settings.JOB_POLL_SECONDS):
-                row = (
-                    Job.objects.filter(pk=job_id)
-                    .values_list(
-                        "status", "lease_token", "cancel_requested_at", "worker__drain_deadline"
-                    )
-                    .first()
-                )
-                if row is None or row[0] != JobStatus.RUNNING or row[1] != context.lease_token:
-                    context.stop(StopReason.LEASE_LOST)
-                elif row[2] is not None:
-                    context.stop(StopReason.CANCELLED)
-                elif row[3] is not None and timezone.now() >= row[3]:
-                    context.stop(StopReason.RELEASED)
+                renewing_at = time.monotonic()
+                renew = renewing_at >= next_renewal
+                try:
+                    self.watch(context, renew=renew)
+                except DatabaseError:
+                    connection.close()
+                    renew = False  # not renewed: try again at the next poll
+                    if time.monotonic() >= held_until:
+                        logger.warning("job %s: lease not renewed in time; stopping", job_id)
+                        context.stop(StopReason.LEASE_LOST)
                 if time.monotonic() >= context.deadline:
                     context.stop(StopReason.TIMED_OUT)
-                if time.monotonic() >= next_renewal:
-                    if not lifecycle.renew_lease(job_id, context.lease_token):
-                        context.stop(StopReason.LEASE_LOST)
+                if renew:
+                    held_until = (
+                        renewing_at + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
+                    )
                     next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
-                if context.stop_reason != StopReason.LEASE_LOST:
-                    context.logs.flush()
         except Exception:  # noqa: BLE001 - a monitor that dies must not leave a job unwatched
             logger.exception("monitor of job %s failed; stopping the job", job_id)
             context.stop(StopReason.LEASE_LOST)
         finally:
             connection.close()
+
+    def watch(self, context: "JobContext", renew: bool) -> None:
+        """One look at the job's row: lease, cancel, drain; renew the lease when due."""
+        row = (
+            Job.objects.filter(pk=context.job.pk)
+            .values_list("status", "lease_token", "cancel_requested_at", "worker__drain_deadline")
+            .first()
+        )
+        if row is None or row[0] != JobStatus.RUNNING or row[1] != context.lease_token:
+            context.stop(StopReason.LEASE_LOST)
+        elif row[2] is not None:
+            context.stop(StopReason.CANCELLED)
+        elif row[3] is not None and timezone.now() >= row[3]:
+            context.stop(StopReason.RELEASED)
+        if renew and not lifecycle.renew_lease(context.job.pk, context.lease_token):
+            context.stop(StopReason.LEASE_LOST)
+        if context.stop_reason != StopReason.LEASE_LOST:
+            context.logs.flush()
 
 
 def _finish(context: JobContext, result, error: str, retryable: bool) -> None:

@@ -1,0 +1,1 @@
+"""Fault drills with real processes (``make chaos``); not collected by ``make test``."""

@@ -1,0 +1,5 @@
+import sys
+
+from tests.chaos.drill import main
+
+sys.exit(main())
