@@ -3,68 +3,19 @@ answers 404 (as if the object did not exist), never 403 or 200, for every verb.
 
 The endpoints come from the OpenAPI schema, so an endpoint added later is in the matrix at
 once; one whose path names an object this file cannot make fails until it is added to
-``OBJECT_FOR`` (or, if public by design, to ``PUBLIC_BY_DESIGN`` with the reason).
+``OBJECT_FOR`` in tests/security/endpoints.py (or, if public by design, to
+``PUBLIC_BY_DESIGN`` with the reason).
 """
 
-import re
-
 import pytest
-from drf_spectacular.generators import SchemaGenerator
+
+from tests.security.endpoints import OPERATIONS, PUBLIC_BY_DESIGN, WRITE_METHODS, fill
 
 pytestmark = pytest.mark.django_db
-
-WRITE_METHODS = {"post", "put", "patch", "delete"}
-
-# Endpoints that answer without an account token, by design; isolation is the signature or
-# the id's unguessability, tested where they are implemented.
-PUBLIC_BY_DESIGN = {
-    # Signed, expiring links; without a valid signature 403 (tests/publishing).
-    "/api/v1/artifacts/{artifact_id}/file/",
-    # Public OTA bundles that devices download by their random id (release.json names them).
-    "/api/v1/bundles/{artifact_id}/",
-}
-
-# (collection the parameter follows, parameter) -> the victim's object it names.
-OBJECT_FOR = {
-    ("accounts", "slug"): lambda v: v.account.slug,
-    ("jobs", "id"): lambda v: v.queued_job.pk,
-    ("builds", "id"): lambda v: v.build.pk,
-    ("apps", "slug"): lambda v: v.app.slug,
-    ("versions", "number"): lambda v: v.version.number,
-    ("releases", "env"): lambda v: "production",
-    ("artifacts", "id"): lambda v: v.artifact.pk,
-}
-
-
-def api_operations() -> list[tuple[str, str]]:
-    schema = SchemaGenerator().get_schema(request=None, public=True)
-    return sorted(
-        (path, method)
-        for path, item in schema["paths"].items()
-        for method in item
-        if method in {"get", *WRITE_METHODS}
-    )
-
-
-OPERATIONS = api_operations()
 OBJECT_OPERATIONS = [
     (path, method) for path, method in OPERATIONS if "{" in path and path not in PUBLIC_BY_DESIGN
 ]
 LIST_OPERATIONS = [(path, method) for path, method in OPERATIONS if "{" not in path]
-
-
-def fill(path: str, victim) -> str:
-    def value(match):
-        before = path[: match.start()].rstrip("/").rsplit("/", 1)[-1]
-        maker = OBJECT_FOR.get((before, match.group(1)))
-        if maker is None:
-            pytest.fail(
-                f"{path}: no object of the victim for {{{match.group(1)}}} after '{before}/'; "
-                "add one to OBJECT_FOR in tests/security/test_isolation.py"
-            )
-        return str(maker(victim))
-
-    return re.sub(r"\{(\w+)\}", value, path)
 
 
 def call(client, method, url):
