@@ -291,6 +291,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from static/, not a CDN: the docs work offline and under a strict CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "buildhub.schema.document_errors",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "PlatformEnum": "publishing.choices.Platform",
         "EnvEnum": "publishing.choices.Environment",

@@ -29,6 +29,8 @@ OBJECT_FOR = {
     ("versions", "number"): lambda v: v.version.number,
     ("releases", "env"): lambda v: "production",
     ("artifacts", "id"): lambda v: v.artifact.pk,
+    ("artifacts", "artifact_id"): lambda v: v.artifact.pk,
+    ("bundles", "artifact_id"): lambda v: v.artifact.pk,
 }
 
 
@@ -47,17 +49,18 @@ TOKEN_OPERATIONS = [
 ]
 
 
+def object_for(path: str, parameter: str, victim) -> str:
+    """The victim's object that ``{parameter}`` of ``path`` names (by the collection before it)."""
+    before = path[: path.index("{" + parameter + "}")].rstrip("/").rsplit("/", 1)[-1]
+    maker = OBJECT_FOR.get((before, parameter))
+    if maker is None:
+        pytest.fail(
+            f"{path}: no object of the victim for {{{parameter}}} after '{before}/'; "
+            "add one to OBJECT_FOR in tests/security/endpoints.py"
+        )
+    return str(maker(victim))
+
+
 def fill(path: str, victim) -> str:
     """``path`` with each ``{parameter}`` replaced by the victim's object it names."""
-
-    def value(match):
-        before = path[: match.start()].rstrip("/").rsplit("/", 1)[-1]
-        maker = OBJECT_FOR.get((before, match.group(1)))
-        if maker is None:
-            pytest.fail(
-                f"{path}: no object of the victim for {{{match.group(1)}}} after '{before}/'; "
-                "add one to OBJECT_FOR in tests/security/endpoints.py"
-            )
-        return str(maker(victim))
-
-    return re.sub(r"\{(\w+)\}", value, path)
+    return re.sub(r"\{(\w+)\}", lambda match: object_for(path, match.group(1), victim), path)
