@@ -255,6 +255,74 @@ SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
 SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)
 UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
 
+# --- Source intake and store builds -------------------------------------------------------
+# Caps on what one uploaded archive may unpack to (zip bombs are stopped while streaming).
+SOURCE_MAX_UNPACKED_MB = env_int("SOURCE_MAX_UNPACKED_MB", 1024)
+SOURCE_MAX_FILES = env_int("SOURCE_MAX_FILES", 50000)
+# Git sources: the URL schemes builds may clone from, and whether hosts on loopback or
+# private networks are allowed (off: a build cannot reach the service's own network).
+SOURCE_GIT_PROTOCOLS = env_list("SOURCE_GIT_PROTOCOLS", ["https", "ssh"])
+SOURCE_GIT_ALLOW_PRIVATE_HOSTS = env_bool("SOURCE_GIT_ALLOW_PRIVATE_HOSTS", False)
+# Store build tools, looked up on the worker's PATH unless given as paths.
+EAS_CLI = env_str("EAS_CLI", "eas")
+FLUTTER_CLI = env_str("FLUTTER_CLI", "flutter")
+
+# --- OTA builds (Metro + Hermes) -------------------------------------------------------
+# The pinned fallback tool chain (`make toolchain`) for apps that carry no Metro or hermesc.
+OTA_TOOLCHAIN_DIR = Path(env_str("OTA_TOOLCHAIN_DIR") or BASE_DIR / "toolchain")
+OTA_NODE = env_str("OTA_NODE", "node")
+OTA_NPM = env_str("OTA_NPM", "npm")
+# Shared by every build on this machine: npm's package cache and Metro's transform cache.
+OTA_NPM_CACHE_DIR = Path(env_str("OTA_NPM_CACHE_DIR") or VAR_DIR / "cache" / "npm")
+OTA_METRO_CACHE_DIR = Path(env_str("OTA_METRO_CACHE_DIR") or VAR_DIR / "cache" / "metro")
+# Builds run in reusable directories (same path, warm Metro cache); default: under the
+# job workspace root. OTA_BUILD_SLOTS bounds how many run at once on one machine.
+OTA_BUILD_ROOT = env_str("OTA_BUILD_ROOT")
+OTA_BUILD_SLOTS = env_int("OTA_BUILD_SLOTS", 32)
+# --- Build events -----------------------------------------------------------------------
+# A running build with no event for this long is stale (status endpoint, banner, sweeper).
+BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS = env_int("BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS", 90)
+BUILD_EVENTS_SWEEP_INTERVAL_SECONDS = env_int("BUILD_EVENTS_SWEEP_INTERVAL_SECONDS", 30)
+# A stale run stays in the admin banner until it has been silent this long.
+BUILD_EVENTS_STALE_VISIBLE_SECONDS = env_int("BUILD_EVENTS_STALE_VISIBLE_SECONDS", 3600)
+BUILD_EVENTS_RATE_LIMIT = env_str("BUILD_EVENTS_RATE_LIMIT", "1200/m")  # per token
+BUILD_EVENTS_MAX_BODY_BYTES = env_int("BUILD_EVENTS_MAX_BODY_BYTES", 1024 * 1024)
+BUILD_EVENTS_MAX_BATCH = env_int("BUILD_EVENTS_MAX_BATCH", 1000)
+BUILD_WEBHOOK_TIMEOUT_SECONDS = env_int("BUILD_WEBHOOK_TIMEOUT_SECONDS", 5)
+BUILD_WEBHOOK_MAX_ATTEMPTS = env_int("BUILD_WEBHOOK_MAX_ATTEMPTS", 6)
+BUILD_WEBHOOK_RETRY_BASE_SECONDS = env_int("BUILD_WEBHOOK_RETRY_BASE_SECONDS", 30)
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "BuildHub <buildhub@localhost>")
+# --- Abuse detection --------------------------------------------------------------------
+# Points each rule adds to an account's score, and the thresholds that flag (> FLAG) and,
+# for patterns a reviewer confirmed, block (> BLOCK). Boundaries are exclusive.
+ABUSE_POINTS_SHARED_BUNDLE = env_int("ABUSE_POINTS_SHARED_BUNDLE", 30)
+ABUSE_POINTS_SHARED_IP = env_int("ABUSE_POINTS_SHARED_IP", 20)
+ABUSE_POINTS_SIMILAR_APP_NAME = env_int("ABUSE_POINTS_SIMILAR_APP_NAME", 10)
+ABUSE_POINTS_SAME_DAY_ACCOUNTS = env_int("ABUSE_POINTS_SAME_DAY_ACCOUNTS", 15)
+ABUSE_POINTS_BUILD_BURST = env_int("ABUSE_POINTS_BUILD_BURST", 10)
+ABUSE_FLAG_THRESHOLD = env_int("ABUSE_FLAG_THRESHOLD", 50)
+ABUSE_BLOCK_THRESHOLD = env_int("ABUSE_BLOCK_THRESHOLD", 80)
+# Shared bundle: the same hash built by more than this many accounts within the window.
+ABUSE_BUNDLE_MIN_ACCOUNTS = env_int("ABUSE_BUNDLE_MIN_ACCOUNTS", 3)
+ABUSE_BUNDLE_WINDOW_DAYS = env_int("ABUSE_BUNDLE_WINDOW_DAYS", 30)
+ABUSE_IP_WINDOW_DAYS = env_int("ABUSE_IP_WINDOW_DAYS", 7)
+ABUSE_APP_NAME_WINDOW_DAYS = env_int("ABUSE_APP_NAME_WINDOW_DAYS", 30)
+# Normalised app names at least this similar (difflib ratio, in percent) link two accounts.
+ABUSE_APP_NAME_SIMILARITY_PERCENT = env_int("ABUSE_APP_NAME_SIMILARITY_PERCENT", 85)
+# Build burst: at least N submissions within M minutes from the account and those it links to.
+ABUSE_BURST_BUILDS = env_int("ABUSE_BURST_BUILDS", 5)
+ABUSE_BURST_MINUTES = env_int("ABUSE_BURST_MINUTES", 10)
+# IP addresses in abuse signals (and confirmed IP patterns) are removed after this many days.
+ABUSE_IP_RETENTION_DAYS = env_int("ABUSE_IP_RETENTION_DAYS", 30)
+ABUSE_PURGE_INTERVAL_SECONDS = env_int("ABUSE_PURGE_INTERVAL_SECONDS", 3600)
+
 # --- Auth, i18n -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -298,6 +366,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PlatformEnum": "publishing.choices.Platform",
         "EnvEnum": "publishing.choices.Environment",
+        "JobStatusEnum": "builds.choices.JobStatus",
+        "VersionStatusEnum": "publishing.choices.VersionStatus",
+        "BuildRunEnvEnum": "buildevents.choices.RunEnv",
+        "BuildRunStatusEnum": "buildevents.choices.RunStatus",
+        "BuildStageStatusEnum": "buildevents.api.serializers.STAGE_STATUSES",
     },
 }
 

@@ -8,6 +8,7 @@ from buildhub.security import throttled_admin_login
 api_v1 = [
     path("", include("builds.api.urls")),
     path("", include("publishing.api.urls")),
+    path("", include("buildevents.api.urls")),
 ]
 
 urlpatterns = [

@@ -8,7 +8,8 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from buildhub.errors import ServiceError
 from builds.choices import JobStatus, TokenScope
@@ -27,7 +28,7 @@ from builds.models import (
     TimeoutAddOn,
     Worker,
 )
-from builds.services import revoke_api_token
+from builds.services import current_usage, revoke_api_token
 
 
 class MembershipInline(admin.TabularInline):
@@ -55,10 +56,11 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ["tier", "blocked"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["created_at", "effective_limits_table"]
+    readonly_fields = ["created_at", "effective_limits_table", "usage_this_month", "tokens_table"]
     fieldsets = [
         (None, {"fields": ["name", "slug", "tier", "created_at"]}),
-        ("Effective limits", {"fields": ["effective_limits_table"]}),
+        ("Effective limits", {"fields": ["effective_limits_table", "usage_this_month"]}),
+        ("API tokens", {"fields": ["tokens_table"]}),
         ("Blocking", {"fields": ["blocked", "blocked_reason", "blocked_at"]}),
     ]
     inlines = [EnterpriseLimitInline, TimeoutAddOnInline, MembershipInline]
@@ -89,6 +91,43 @@ class AccountAdmin(admin.ModelAdmin):
         ]
         return format_html_join(
             "", "<div><strong>{}</strong>: {}</div>", ((label, value) for label, value in rows)
+        )
+
+    @admin.display(description="Usage this month")
+    def usage_this_month(self, account):
+        if account.pk is None:
+            return "–"
+        usage = current_usage(account)
+        limit = usage.builds_limit if usage.builds_limit is not None else "unlimited"
+        return f"{usage.builds_used} of {limit} builds in {usage.month:%B %Y}"
+
+    @admin.display(description="Tokens")
+    def tokens_table(self, account):
+        if account.pk is None:
+            return "–"
+        add = reverse("admin:builds_apitoken_add") + f"?account={account.pk}"
+        rows = format_html_join(
+            "",
+            "<tr><td><a href='{}'>{}</a></td><td>bh_{}_…</td>"
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:builds_apitoken_change", args=[token.pk]),
+                    token.name,
+                    token.key_id,
+                    ", ".join(token.scopes),
+                    f"{token.last_used_at:%Y-%m-%d %H:%M}" if token.last_used_at else "never used",
+                    "revoked" if token.revoked_at else "active",
+                )
+                for token in account.api_tokens.order_by("-created_at")
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>Name</th><th>Key</th><th>Scopes</th><th>Last used</th>"
+            "<th>State</th></tr></thead><tbody>{}</tbody></table>"
+            "<p><a class='button' href='{}'>Create a token</a> (its secret is shown once)</p>",
+            rows or mark_safe("<tr><td colspan='5'>No tokens.</td></tr>"),  # noqa: S308 - constant
+            add,
         )
 
 
@@ -162,6 +201,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
             revoke_api_token(token)
+            self.log_change(request, token, "Revoked")
             revoked += 1
         self.message_user(request, f"Revoked {revoked} token(s).")
 

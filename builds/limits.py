@@ -19,6 +19,7 @@ class EffectiveLimits:
     builds_per_month: int | None  # None: unlimited
     max_concurrent: int
     max_bundle_mb: int
+    max_source_upload_mb: int
 
     @property
     def timeout_seconds(self) -> int:
@@ -27,6 +28,10 @@ class EffectiveLimits:
     @property
     def max_bundle_bytes(self) -> int:
         return self.max_bundle_mb * MB
+
+    @property
+    def max_source_upload_bytes(self) -> int:
+        return self.max_source_upload_mb * MB
 
     def as_dict(self) -> dict:
         return {
@@ -38,6 +43,7 @@ class EffectiveLimits:
             "builds_per_month": self.builds_per_month,
             "max_concurrent": self.max_concurrent,
             "max_bundle_mb": self.max_bundle_mb,
+            "max_source_upload_mb": self.max_source_upload_mb,
         }
 
 
@@ -84,4 +90,5 @@ def effective_limits(account, now: dt.datetime | None = None) -> EffectiveLimits
         builds_per_month=spec.builds_per_month,
         max_concurrent=concurrency_limit(account),
         max_bundle_mb=bundle_mb,
+        max_source_upload_mb=spec.max_source_upload_mb,
     )

@@ -13,8 +13,16 @@ class JobKind:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class PeriodicTask:
+    name: str
+    run: Callable  # run() -> anything worth printing, or None
+    interval_seconds: float
+
+
 _kinds: dict[str, JobKind] = {}
 _submission_checks: list[Callable] = []
+_periodic: dict[str, PeriodicTask] = {}
 
 
 def register_kind(
@@ -42,3 +50,13 @@ def register_submission_check(check: Callable) -> None:
 
 def submission_checks() -> list[Callable]:
     return list(_submission_checks)
+
+
+def register_periodic(name: str, run: Callable, *, interval_seconds: float) -> None:
+    """``run()`` is called by the worker supervisor every ``interval_seconds`` (and once when it
+    starts); it runs whether or not workers are up."""
+    _periodic[name] = PeriodicTask(name, run, interval_seconds)
+
+
+def periodic_tasks() -> list[PeriodicTask]:
+    return list(_periodic.values())

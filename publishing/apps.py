@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class PublishingConfig(AppConfig):
@@ -8,7 +9,7 @@ class PublishingConfig(AppConfig):
     def ready(self):
         from builds import registry
         from builds.engine import events
-        from publishing import releases
+        from publishing import ota, releases, store
 
         registry.register_kind(
             releases.PUBLISH_KIND,
@@ -16,4 +17,23 @@ class PublishingConfig(AppConfig):
             counts_as_build=False,
             description="Publish a version: release.json, then switch devices to it.",
         )
+        for kind, executor, description in (
+            (store.EXPO_KIND, store.expo_executor, "Expo EAS build or submit with the eas CLI."),
+            (store.FLUTTER_KIND, store.flutter_executor, "Flutter build, or a CI workflow."),
+            (
+                store.FLUTTERFLOW_KIND,
+                store.flutterflow_executor,
+                "FlutterFlow export and publish instructions.",
+            ),
+        ):
+            registry.register_kind(kind, executor, description=description)
+        registry.register_kind(
+            ota.OTA_KIND,
+            ota.ota_executor,
+            description="OTA bundle: Metro, then Hermes bytecode, with a private sourcemap.",
+        )
         events.job_failed.connect(releases.on_publish_job_ended, dispatch_uid="publish-ended")
+        for signal in (post_save, post_delete):
+            signal.connect(
+                releases.forget_app_key, sender="publishing.App", dispatch_uid="forget-app-key"
+            )

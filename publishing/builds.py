@@ -1,5 +1,7 @@
 """Build requests: from an API body to a queued job of the right kind."""
 
+from django.utils import timezone
+
 from buildhub.errors import ServiceError
 from builds.engine.submit import submit_job
 from publishing.models import App, SourceUpload
@@ -25,14 +27,17 @@ def request_build(
             fields={"platform": "not a platform of this app"},
         )
     source = data.get("source")
-    if (
-        source
-        and "upload" in source
-        and not SourceUpload.objects.filter(pk=source["upload"], account=account, app=app).exists()
-    ):
-        raise ServiceError(
-            "No such source upload for this app.", fields={"source": "unknown upload"}
-        )
+    if source and "upload" in source:
+        upload = SourceUpload.objects.filter(pk=source["upload"], account=account, app=app).first()
+        if upload is None:
+            raise ServiceError(
+                "No such source upload for this app.", fields={"source": "unknown upload"}
+            )
+        if upload.expires_at <= timezone.now():
+            raise ServiceError(
+                "This source upload has expired; upload the source again.",
+                fields={"source": "expired upload"},
+            )
     params = {
         "app_id": app.pk,
         "app": app.slug,

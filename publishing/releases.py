@@ -307,17 +307,59 @@ def rollback(app: App, env: str) -> Release:
 
 
 # --- update check ------------------------------------------------------------------------
-def _cache_key(app_id, env) -> str:
-    return f"updates:{app_id}:{env}"
+def _key_digest(app_key: str) -> str:
+    return hashlib.sha256(app_key.encode()).hexdigest()
+
+
+def _cache_key(app_key: str, env) -> str:
+    """The live release of an app's environment, by the key devices send (see below)."""
+    return f"updates:{_key_digest(app_key)}:{env}"
+
+
+def _app_key_cache_key(app_key: str) -> str:
+    return f"appkey:{_key_digest(app_key)}"
+
+
+def app_by_key(app_key: str) -> App | None:
+    """The app a device names by its X-App-Key, cached: a warm update check needs no
+    database connection, so concurrent devices do not each hold one."""
+    key = _app_key_cache_key(app_key)
+    app = cache.get(key)
+    if app is None:
+        app = App.objects.filter(app_key=app_key).first()
+        if app is not None:
+            cache.set(key, app, settings.UPDATE_CHECK_CACHE_SECONDS)
+    return app
+
+
+def forget_app_key(sender, instance: App, **kwargs) -> None:
+    """An app renamed or deleted is looked up afresh (post_save / post_delete of App)."""
+    cache.delete(_app_key_cache_key(instance.app_key))
 
 
 def invalidate_update_cache(app: App, env: str) -> None:
-    cache.delete(_cache_key(app.pk, env))
+    cache.delete(_cache_key(app.app_key, env))
+
+
+def update_check_state(app_key: str, env: str) -> tuple[App | None, dict | None]:
+    """The app a device names and its live release in ``env``.
+
+    Both come from the cache in one round trip when warm (the hot path of every device).
+    """
+    app_entry, release_entry = _app_key_cache_key(app_key), _cache_key(app_key, env)
+    found = cache.get_many([app_entry, release_entry])
+    app = found.get(app_entry) or app_by_key(app_key)
+    if app is None:
+        return None, None
+    release = found.get(release_entry)
+    if release is None:
+        return app, current_release(app, env)
+    return app, release or None
 
 
 def current_release(app: App, env: str) -> dict | None:
     """The live release's manifest and rollout, from cache (one Redis read when warm)."""
-    key = _cache_key(app.pk, env)
+    key = _cache_key(app.app_key, env)
     cached = cache.get(key)
     if cached is not None:
         return cached or None
@@ -349,16 +391,15 @@ def in_rollout(release_id: int, device_id: str, percent: int) -> bool:
 
 
 def check_for_update(
-    app: App,
+    release: dict | None,
     *,
     platform,
     runtime_version,
     channel="",
-    env="production",
     current_sha="",
     device_id="",
 ) -> dict | None:
-    release = current_release(app, env)
+    """What a device should install from ``release`` (see update_check_state), or None."""
     if release is None:
         return None
     manifest = release["manifest"]

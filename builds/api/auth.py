@@ -18,6 +18,11 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         value = value.strip()
         if not value or " " in value:
             raise exceptions.AuthenticationFailed("Malformed Authorization header.")
+        return self.authenticate_credentials(value)
+
+    @staticmethod
+    def authenticate_credentials(value: str):
+        """(user, token) for a bearer value, or AuthenticationFailed saying why."""
         try:
             token = authenticate_token(value)
         except TokenRejected as rejected:

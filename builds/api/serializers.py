@@ -20,6 +20,7 @@ class LimitsSerializer(serializers.Serializer):
     builds_per_month = serializers.IntegerField(allow_null=True, help_text="null: unlimited")
     max_concurrent = serializers.IntegerField()
     max_bundle_mb = serializers.IntegerField()
+    max_source_upload_mb = serializers.IntegerField()
 
 
 class UsageSerializer(serializers.ModelSerializer):

@@ -72,28 +72,38 @@ class _QueueSnapshot:
         self.running_total = sum(self.running.values())
         self.at_limit = set(accounts_at_their_limit(self.running))
         self.capacity = worker_capacity()
+        # One scan of the eligible jobs counts, per class and for every job, those the claim
+        # takes first; jobs of accounts at their limit wait, except to count a job's siblings.
+        free = ~Q(account_id__in=self.at_limit) if self.at_limit else Q()
         counts = {
-            f"class_{cls}": Count("pk", filter=Q(priority_class=cls)) for cls in CLASSES_BY_RANK
+            f"class_{cls}": Count("pk", filter=free & Q(priority_class=cls))
+            for cls in CLASSES_BY_RANK
         }
-        counts.update(
-            {
-                f"ahead_{index}": Count("pk", filter=_ahead_of(job))
-                for index, job in enumerate(queued)
-            }
-        )
-        totals = eligible_jobs().exclude(account_id__in=self.at_limit).aggregate(**counts)
+        for index, job in enumerate(queued):
+            ahead = _ahead_of(job)
+            counts[f"ahead_{index}"] = Count("pk", filter=free & ahead)
+            counts[f"siblings_{index}"] = Count("pk", filter=ahead & Q(account_id=job.account_id))
+        # Grouped by status (all queued: one row) rather than .aggregate(), whose set-up
+        # grows with the square of the number of counts.
+        rows = eligible_jobs().order_by().values("status").annotate(**counts)
+        totals = next(iter(rows), None) or dict.fromkeys(counts, 0)
         self.waiting = {cls: totals[f"class_{cls}"] for cls in CLASSES_BY_RANK}
         self.ahead = {job.pk: totals[f"ahead_{index}"] for index, job in enumerate(queued)}
+        self.ahead_in_account = {
+            job.pk: totals[f"siblings_{index}"] for index, job in enumerate(queued)
+        }
 
     def queue_position(self, job: Job) -> int | None:
         """The claim number (1 = next) that would take ``job`` if it were eligible now."""
         if job.account.blocked:
             return None
         # An ineligible job (backoff, account at its limit) is not in the eligible counts:
-        # its position is where it would stand once it becomes eligible.
-        return claims_until_served(
-            self.position, self.waiting, job.priority_class, self.ahead[job.pk]
-        )
+        # its position is where it would stand once it becomes eligible, behind the jobs of
+        # its own account that wait for the same slot.
+        ahead = self.ahead[job.pk]
+        if job.account_id in self.at_limit:
+            ahead += self.ahead_in_account[job.pk]
+        return claims_until_served(self.position, self.waiting, job.priority_class, ahead)
 
     def waiting_reason(self, job: Job, position: int | None) -> str:
         if job.account.blocked:
@@ -122,7 +132,11 @@ class _QueueSnapshot:
         if duration is None or position is None or self.capacity == 0:
             return None
         waves_before = (self.running_total + position - 1) // self.capacity
-        start_in = waves_before * duration
+        # The account's own jobs run at most ``limit`` at a time, however many slots are free.
+        account_waves = (
+            self.running.get(job.account_id, 0) + self.ahead_in_account[job.pk]
+        ) // concurrency_limit(job.account)
+        start_in = max(waves_before, account_waves) * duration
         if job.not_before is not None:
             start_in = max(start_in, (job.not_before - self.now).total_seconds())
         return math.ceil(start_in + duration)

@@ -166,17 +166,23 @@ class JobContext:
         self.check()
 
     # --- external tools --------------------------------------------------------------
-    def run(self, args, *, env=None, cwd=None, on_line=None, check=True) -> int:
+    def run(self, args, *, env=None, cwd=None, on_line=None, check=True, inherit_env=True) -> int:
         """Run a tool in its own process group, logging its output line by line.
 
         Stops it (SIGTERM to the group, SIGKILL after the grace period) on timeout, cancel,
         drain or a lost lease, then raises JobStopped. A non-zero exit raises JobFailed.
+        With ``inherit_env=False`` the tool sees only ``env``, none of the worker's own
+        variables (for tools that run a customer's code).
         """
         self.check()
+        if not inherit_env:
+            child_env = dict(env or {})
+        else:
+            child_env = {**os.environ, **env} if env is not None else None
         process = subprocess.Popen(
             [str(arg) for arg in args],
             cwd=cwd or self.workspace,
-            env={**os.environ, **(env or {})} if env is not None else None,
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -1,7 +1,10 @@
 import uuid
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from buildhub.errors import ServiceError
+from builds.api.serializers import JobSerializer
 from publishing.artifacts import signed_file_url
 from publishing.choices import (
     BuildStage,
@@ -11,7 +14,8 @@ from publishing.choices import (
     Platform,
     Provider,
 )
-from publishing.models import App, Artifact, Device, Release, Version
+from publishing.models import App, Artifact, Device, Release, SourceUpload, Version
+from publishing.sources import upload_format, validate_git_ref, validate_git_url
 
 
 class AppSerializer(serializers.ModelSerializer):
@@ -35,6 +39,22 @@ class AppSerializer(serializers.ModelSerializer):
         if taken.exists():
             raise serializers.ValidationError("This account has an app with this slug already.")
         return value
+
+
+class SourceUploadSerializer(serializers.ModelSerializer):
+    format = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SourceUpload
+        fields = ["id", "filename", "size", "sha256", "format", "created_at", "expires_at"]
+        read_only_fields = fields
+
+    def get_format(self, upload) -> str:
+        return upload_format(upload)
+
+
+class SourceUploadRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A .tar.gz or .zip of the app's source.")
 
 
 class ArtifactSerializer(serializers.ModelSerializer):
@@ -184,31 +204,57 @@ class BuildRequestSerializer(serializers.Serializer):
             url, ref = source.get("git"), source.get("ref", "")
             if not isinstance(url, str) or not isinstance(ref, str):
                 raise serializers.ValidationError("git and ref are strings.")
-            return {"git": url, "ref": ref}
+            try:
+                return {"git": validate_git_url(url), "ref": validate_git_ref(ref)}
+            except ServiceError as refusal:
+                raise serializers.ValidationError(refusal.message) from None
         raise serializers.ValidationError('Give {"upload": id} or {"git": url, "ref": ref}.')
 
     def validate(self, data):
-        target = data["target"]
+        target, stage, platform = data["target"], data["stage"], data["platform"]
         provider = data.setdefault("provider", self.DEFAULT_PROVIDER[target])
         if provider not in self.PROVIDERS[target]:
             allowed = ", ".join(sorted(self.PROVIDERS[target]))
             raise serializers.ValidationError({"provider": f"{target} builds use: {allowed}."})
-        if data["stage"] == BuildStage.SUBMIT and target != BuildTarget.EXPO:
-            raise serializers.ValidationError({"stage": "Only expo builds can be submitted."})
-        if (target, data["platform"], provider) == (
+        if stage == BuildStage.SUBMIT and target in (BuildTarget.OTA, BuildTarget.FLUTTERFLOW):
+            raise serializers.ValidationError(
+                {"stage": f"{target} builds cannot be submitted to a store."}
+            )
+        if stage == BuildStage.SUBMIT and (target, provider) == (
             BuildTarget.FLUTTER,
-            Platform.IOS,
             Provider.LOCAL,
         ):
             raise serializers.ValidationError(
-                {"provider": "iOS Flutter builds need macOS; use provider ci."}
+                {"provider": "Flutter store submission runs in the customer's CI; use provider ci."}
+            )
+        if (target, platform, provider) == (BuildTarget.FLUTTER, Platform.IOS, Provider.LOCAL):
+            raise serializers.ValidationError(
+                {"provider": "iOS Flutter builds need macOS and Xcode; use provider ci."}
+            )
+        if data["dry_run"] and target == BuildTarget.OTA:
+            raise serializers.ValidationError(
+                {"dry_run": "Dry runs are for store builds (expo, flutter, flutterflow)."}
             )
         needs_source = target == BuildTarget.OTA or (
-            target in (BuildTarget.EXPO, BuildTarget.FLUTTER)
-            and data["stage"] == BuildStage.BUILD
-            and provider != Provider.CI
+            (target, provider)
+            in ((BuildTarget.EXPO, Provider.EAS), (BuildTarget.FLUTTER, Provider.LOCAL))
             and not data["dry_run"]
         )
         if needs_source and "source" not in data:
             raise serializers.ValidationError({"source": f"{target} builds need a source."})
         return data
+
+
+class BuildSerializer(JobSerializer):
+    """A build job as the jobs API shows it (queue position, ETA), with its artifacts."""
+
+    artifacts = serializers.SerializerMethodField()
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "artifacts"]
+        read_only_fields = fields
+
+    @extend_schema_field(ArtifactSerializer(many=True))
+    def get_artifacts(self, job):
+        rows = [a for a in job.artifacts.all() if a.deleted_at is None]
+        return ArtifactSerializer(rows, many=True, context=self.context).data

@@ -5,6 +5,7 @@ from publishing.api.views import (
     AppViewSet,
     ArtifactFileView,
     ArtifactViewSet,
+    BuildViewSet,
     BundleDownloadView,
     DeviceRegisterView,
     UpdateCheckView,
@@ -13,6 +14,7 @@ from publishing.api.views import (
 router = SimpleRouter()
 router.register("apps", AppViewSet, basename="app")
 router.register("artifacts", ArtifactViewSet, basename="artifact")
+router.register("builds", BuildViewSet, basename="build")
 
 urlpatterns = [
     path("artifacts/<uuid:artifact_id>/file/", ArtifactFileView.as_view(), name="artifact-file"),

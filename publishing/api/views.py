@@ -5,30 +5,39 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from buildhub.errors import ServiceError
+from buildhub.net import client_ip
 from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import JobSerializer
 from builds.choices import TokenScope
-from publishing import artifacts, releases
+from builds.models import Job
+from publishing import artifacts, releases, sources
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
+    BuildRequestSerializer,
+    BuildSerializer,
     CreateVersionSerializer,
     DeviceSerializer,
     PublishSerializer,
     ReleaseSerializer,
+    SourceUploadRequestSerializer,
+    SourceUploadSerializer,
     UpdateCheckQuerySerializer,
     UpdateSerializer,
     VersionSerializer,
 )
+from publishing.builds import BUILD_KINDS, request_build
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact, Device
 
 READ, WRITE, PUBLISH = TokenScope.BUILDS_READ, TokenScope.BUILDS_WRITE, TokenScope.PUBLISH
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded file
 
 
 class AppViewSet(
@@ -52,6 +61,7 @@ class AppViewSet(
         "create_version": PUBLISH,
         "publish": PUBLISH,
         "rollback": PUBLISH,
+        "sources": WRITE,
     }
 
     def get_queryset(self):
@@ -112,11 +122,71 @@ class AppViewSet(
             status=status.HTTP_202_ACCEPTED,
         )
 
+    @extend_schema(
+        request={"multipart/form-data": SourceUploadRequestSerializer},
+        responses={201: SourceUploadSerializer},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[MultiPartParser])
+    def sources(self, request, slug=None):
+        """Upload a .tar.gz or .zip of the app's source for builds (multipart field ``file``)."""
+        app = self.get_object()
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared.isdigit():  # refuse before reading a body that cannot fit
+            limit = app.account.effective_limits().max_source_upload_bytes
+            if int(declared) > limit + MULTIPART_OVERHEAD:
+                raise sources.upload_limit_error(app.account, int(declared))
+        upload = sources.save_upload(app.account, app, request.FILES.get("file"))
+        return Response(SourceUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
+
     @extend_schema(request=None, responses=ReleaseSerializer)
     @action(detail=True, methods=["post"], url_path=r"releases/(?P<env>[a-z]+)/rollback")
     def rollback(self, request, slug=None, env=None):
         release = releases.rollback(self.get_object(), env)
         return Response(ReleaseSerializer(release).data)
+
+
+class BuildViewSet(
+    mixins.ListModelMixin,
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Build jobs (OTA bundles, Expo EAS, Flutter, FlutterFlow) of the caller's account."""
+
+    serializer_class = BuildSerializer
+    required_scopes = {"list": READ, "retrieve": READ, "create": WRITE}
+
+    def get_queryset(self):
+        account = caller_account(self.request)
+        jobs = (
+            Job.objects.filter(kind__in=BUILD_KINDS.values())
+            .select_related("account")
+            .prefetch_related("artifacts")
+        )
+        return jobs if account is None else jobs.filter(account=account)
+
+    @extend_schema(
+        request=BuildRequestSerializer,
+        parameters=[OpenApiParameter("Idempotency-Key", str, "header", False)],
+        responses={200: BuildSerializer, 201: BuildSerializer},
+    )
+    def create(self, request, *args, **kwargs):
+        """Queue a build: 201 with the job, 200 with the first job for a repeated key."""
+        body = BuildRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job, created = request_build(
+            request_account(request),
+            body.validated_data,
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+            submitted_by=str(request.user),
+            staff=request.user.is_staff,
+            request_meta={"ip": client_ip(request)},
+        )
+        job = self.get_queryset().get(pk=job.pk)
+        return Response(
+            BuildSerializer(job, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 class ArtifactViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -178,15 +248,17 @@ class BundleDownloadView(APIView):
         return _file_response(artifact)
 
 
-def app_for_key(request, slug: str | None = None) -> App:
+def unknown_app_key() -> ServiceError:
+    return ServiceError(
+        "Unknown app key: send the app's X-App-Key header.", code="not_authenticated", status=401
+    )
+
+
+def app_for_key(request) -> App:
     key = request.headers.get("X-App-Key", "")
-    app = App.objects.filter(app_key=key).first() if key else None
-    if app is None or (slug is not None and app.slug != slug):
-        raise ServiceError(
-            "Unknown app key: send the app's X-App-Key header.",
-            code="not_authenticated",
-            status=401,
-        )
+    app = releases.app_by_key(key) if key else None
+    if app is None:
+        raise unknown_app_key()
     return app
 
 
@@ -205,13 +277,17 @@ class UpdateCheckView(APIView):
         query = UpdateCheckQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        app = app_for_key(request, params["app"])
+        app_key = request.headers.get("X-App-Key", "")
+        app, release = (
+            releases.update_check_state(app_key, params["env"]) if app_key else (None, None)
+        )
+        if app is None or app.slug != params["app"]:
+            raise unknown_app_key()
         update = releases.check_for_update(
-            app,
+            release,
             platform=params["platform"],
             runtime_version=params["runtime_version"],
             channel=params["channel"],
-            env=params["env"],
             current_sha=params["current"],
             device_id=params["device"] or request.headers.get("X-Device-Id", ""),
         )

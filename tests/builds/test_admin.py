@@ -116,6 +116,7 @@ def test_revoke_action(admin_client, pro_account, api_client_for):
     client.token.refresh_from_db()
     assert client.token.revoked_at is not None
     assert client.get("/api/v1/accounts/").status_code == 401
+    assert LogEntry.objects.get(object_id=str(client.token.pk)).get_change_message() == "Revoked"
 
 
 def test_usage_list(admin_client, free_account, django_assert_max_num_queries):
@@ -159,3 +160,13 @@ def test_job_admin_lists_jobs_and_cancels_through_the_engine(admin_client, pro_a
 
 def test_job_logs_are_read_only(admin_client):
     assert admin_client.get("/admin/builds/joblog/add/").status_code == 403
+
+
+def test_account_page_shows_usage_and_tokens(admin_client, free_account, api_client_for):
+    consume_monthly_build(free_account)
+    client = api_client_for(free_account)
+    page = admin_client.get(f"/admin/builds/account/{free_account.pk}/change/").content.decode()
+    assert "1 of 10 builds in" in page
+    assert f"bh_{client.token.key_id}_…" in page
+    assert "never used" in page or "active" in page
+    assert f"/admin/builds/apitoken/add/?account={free_account.pk}" in page

@@ -94,8 +94,8 @@ def test_insight_of_a_page_costs_the_same_queries_for_few_or_many_jobs(
     few = list(rows.filter(pk__in=[job.pk for job in few]))
     many = list(rows.filter(pk__in=[job.pk for job in many]))
 
-    # cursor, running counts, capacity, one aggregate for every job's place, one duration
-    # sample per kind
+    # cursor, running counts, capacity, one aggregate for every job's place and its
+    # account's jobs ahead, one duration sample per kind
     with django_assert_max_num_queries(5):
         describe_jobs(few)
     with django_assert_max_num_queries(5):
@@ -243,6 +243,23 @@ def test_eta_counts_running_jobs_and_parallel_slots(pro_account, starter_account
 
     # two slots: (1 running + position 1) fit one wave; position 2 waits a wave.
     assert etas == [30, 60]
+
+
+@pytest.mark.django_db
+def test_eta_respects_the_accounts_own_limit(free_account):
+    finished(free_account, 30)
+    worker(processes=4)  # slots to spare, but a Free account runs one job at a time
+    jobs = queue_jobs(free_account, 3)
+
+    etas = [describe_job(reload(job)).eta_seconds for job in jobs]
+
+    assert etas == [30, 60, 90]
+
+    claim_next_job("test-worker")  # the account is at its limit now
+    insights = describe_jobs(map(reload, jobs[1:]))
+
+    assert [insights[job.pk].queue_position for job in jobs[1:]] == [1, 2]
+    assert [insights[job.pk].eta_seconds for job in jobs[1:]] == [60, 90]
 
 
 @pytest.mark.django_db

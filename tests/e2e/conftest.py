@@ -43,12 +43,19 @@ def ensure_chromium() -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    """One Chromium per test module: Playwright's sync API keeps an event loop running in
-    this thread while it is open, so it must be closed before other modules' async tests."""
+    """One Chromium per test module.
+
+    Playwright's sync API keeps an event loop running in this thread while it is open, so
+    it is closed before other modules' async tests run. Meanwhile the tests' own ORM calls
+    (arranging data, checking pages against the database) are plain synchronous calls that
+    Django would refuse beside that loop: allowed for this module only, and never passed on
+    to the live stack's processes.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = ensure_chromium()
-    with sync_playwright() as playwright:
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(
             executable_path=str(executable),
             headless=True,
@@ -56,14 +63,6 @@ def browser():
         )
         yield browser
         browser.close()
-
-
-@pytest.fixture(autouse=True)
-def orm_beside_the_browser(monkeypatch):
-    """The tests' own ORM calls (arranging data, checking the page against the database) are
-    plain synchronous calls; Django only sees Playwright's loop in the thread and would
-    refuse them. Set for the test alone, never inherited by the live stack's processes."""
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:

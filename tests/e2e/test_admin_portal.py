@@ -140,3 +140,49 @@ def test_job_page_follows_a_running_job_and_cancels_it(page, operator, viewport)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     screenshot(page, "job-cancelled", viewport)
+
+
+def flagged_farm():
+    """Five accounts sharing an IP and a bundle (score 85) and a lighter one (score 55)."""
+    from tests.abuse.helpers import account, bundle_hash, rescore, signal
+
+    shared_ip, shared_bundle = "198.51.100.60", bundle_hash("browser review")
+    farm = [account(f"Farm {n}") for n in range(5)]
+    for n, member in enumerate(farm):
+        signal(member, ip=shared_ip, app_name=f"Torch Light {n}", bundle=shared_bundle)
+    light = account("Light")
+    signal(light, ip=shared_ip, app_name="Torch Light")
+    assert [rescore(member).total for member in (farm[0], light)] == [85, 55]
+    return farm[0], light, shared_bundle
+
+
+def test_review_queue_dismiss_and_confirm(page, operator, viewport):
+    from abuse.models import ConfirmedPattern, Flag
+
+    heavy, light, bundle = flagged_farm()
+    log_in(page)
+    page.goto("/admin/abuse/flag/")
+    rows = page.locator("#result_list tbody tr")
+    expect(rows.first).to_contain_text(heavy.name)
+    expect(page.locator("#result_list")).to_contain_text(light.name)
+    screenshot(page, "review-queue", viewport)
+
+    page.goto(f"/admin/abuse/flag/{Flag.objects.get(account=light).pk}/change/")
+    screenshot(page, "review-flag", viewport)
+    page.get_by_role("link", name="Dismiss…").click()
+    page.fill("[name=reason]", "A classroom on one school network.")
+    page.click("input[type=submit][value=Dismiss]")
+    expect(page.locator(".messagelist")).to_contain_text(f"Dismissed the flag on {light}")
+    assert Flag.objects.get(account=light).status == "dismissed"
+
+    page.goto(f"/admin/abuse/flag/{Flag.objects.get(account=heavy).pk}/change/")
+    page.get_by_role("link", name="Confirm pattern and block…").click()
+    page.check(f'input[name=patterns][value="bundle_hash:{bundle}"]')
+    page.fill("[name=reason]", "The same bundle from a farm of new accounts.")
+    page.click("input[type=submit][value='Confirm and block']")
+    expect(page.locator(".messagelist")).to_contain_text(
+        f"Confirmed the pattern and blocked {heavy}"
+    )
+    heavy.refresh_from_db()
+    assert heavy.blocked
+    assert ConfirmedPattern.objects.get().value == bundle

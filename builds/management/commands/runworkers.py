@@ -9,6 +9,7 @@ from django.db import close_old_connections
 
 from buildhub.env import env_int
 from buildhub.processes import StopFlag, terminate_all
+from builds import registry
 from builds.engine import dispatch, runner, workers
 
 logger = logging.getLogger("buildhub.supervisor")
@@ -39,6 +40,7 @@ class Supervisor:
         self.next_start = 0.0
         self.next_reap = 0.0
         self.next_reconcile = 0.0
+        self.next_periodic: dict[str, float] = {}
 
     def wanted(self) -> int:
         now = time.monotonic()
@@ -90,6 +92,21 @@ class Supervisor:
         if now >= self.next_reconcile:
             self.next_reconcile = now + settings.RECONCILE_INTERVAL_SECONDS
             dispatch.reconcile_tickets()
+        self.run_periodic(now)
+
+    def run_periodic(self, now: float) -> None:
+        """Tasks other apps registered (e.g. retention purges), each at its own interval."""
+        for task in registry.periodic_tasks():
+            if now < self.next_periodic.get(task.name, 0.0):
+                continue
+            self.next_periodic[task.name] = now + task.interval_seconds
+            try:
+                outcome = task.run()
+            except Exception:  # noqa: BLE001 - one failing task must not stop the others
+                logger.exception("periodic task %r failed", task.name)
+                continue
+            if outcome is not None:
+                self.out(f"Supervisor: {task.name}: {outcome}")
 
     def tick(self) -> None:
         close_old_connections()

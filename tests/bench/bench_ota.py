@@ -1,0 +1,192 @@
+"""OTA: build time of the fixture app, and the device update check under load.
+
+- Builds: the fixture React Native app (tests/fixtures/rn-app) through the engine as a worker
+  runs it (npm ci, Metro, hermesc, sourcemaps, upload): once with an empty Metro cache
+  (cold; npm's package cache is warm, as on any worker that built before) and then again
+  with the cache warm.
+- Update check: the built bundle is published, a real daphne serves the project on loopback,
+  and 100 concurrent clients (plain asyncio, one keep-alive connection each) ask
+  ``GET /api/v1/updates/check`` with the app key; p50 and p95 of the request latency.
+"""
+
+import asyncio
+import statistics
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import psutil
+from django.db import close_old_connections
+from django.test import override_settings
+
+from builds.choices import JobStatus, Tier
+from builds.engine.runner import run_next_job
+from builds.models import Job
+from publishing import releases
+from tests.bench.helpers import free_port, percentile, row, started, wait_until
+from tests.conftest import make_account
+from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+
+CLIENTS = 100
+P95_GOAL_MS = 20
+
+
+STEP_MARKERS = {  # the first log line of each step
+    "npm ci": "npm ci --ignore-scripts",
+    "metro": "metro ",
+    "hermesc": "hermesc from",
+    "compose+upload": "Hermes bytecode version",
+}
+
+
+def step_seconds(job: Job) -> dict[str, float]:
+    """Seconds per step, from the job's log line times."""
+    lines = list(job.logs.order_by("seq").values_list("ts", "message"))
+    starts = []
+    for step, marker in STEP_MARKERS.items():
+        ts = next((ts for ts, message in lines if message.startswith(marker)), None)
+        if ts is not None:
+            starts.append((step, ts))
+    ends = [ts for _, ts in starts[1:]] + [job.finished_at]
+    return {step: (end - ts).total_seconds() for (step, ts), end in zip(starts, ends, strict=True)}
+
+
+def run_until_ended(job_id, seconds=600) -> Job:
+    """Run jobs as a worker does until this one has ended (another benchmark may have left
+    jobs queued, or a worker of its own may be the one that runs it)."""
+    deadline = time.monotonic() + seconds
+    unfinished = [JobStatus.QUEUED, JobStatus.RUNNING]
+    while Job.objects.filter(pk=job_id, status__in=unfinished).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id} did not end within {seconds}s")
+        if run_next_job() is None:
+            time.sleep(0.2)
+    return Job.objects.get(pk=job_id)
+
+
+def timed_build(ctx, app, source: Path) -> tuple[Job, float]:
+    job = run_until_ended(request_ota(app, upload_source(app, source)).pk)
+    elapsed = (job.finished_at - job.started_at).total_seconds()
+    if job.status != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"the OTA build did not succeed: {job.status} {job.error}")
+    steps = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in step_seconds(job).items())
+    ctx.log(f"OTA build {job.pk}: {elapsed:.2f}s ({steps}), {job.result['bundle_size']} bytes")
+    return job, elapsed
+
+
+async def fetch(reader, writer, request: bytes) -> int:
+    """One request on a kept-alive HTTP/1.1 connection; the status code."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    headers = dict(
+        (name.strip().lower(), value.strip())
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    )
+    if headers.get(b"transfer-encoding") == b"chunked":
+        while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    elif length := int(headers.get(b"content-length", b"0")):
+        await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def devices(port: int, request: bytes, per_client: int) -> list[float]:
+    """``CLIENTS`` devices on their own connections, each checking ``per_client`` times in a
+    row; a plain asyncio client, so the load generator costs little of the shared CPU."""
+    connections = [await asyncio.open_connection("127.0.0.1", port) for _ in range(CLIENTS)]
+    latencies: list[float] = []
+
+    async def device(reader, writer):
+        await fetch(reader, writer, request)  # warm: connection set up, release cached
+        for _ in range(per_client):
+            started = time.perf_counter()
+            status = await fetch(reader, writer, request)
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"update check answered {status}")
+
+    try:
+        await asyncio.gather(*(device(*connection) for connection in connections))
+    finally:
+        for _, writer in connections:
+            writer.close()
+    return latencies
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def update_check_rows(ctx, app) -> list[dict]:
+    port = free_port()
+    daphne_args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "buildhub.asgi:application"]
+    with started(ctx, "ota-daphne", daphne_args) as server:
+        wait_until(lambda: healthy(port), seconds=60, what="daphne to serve", poll=0.2)
+        path = (
+            f"/api/v1/updates/check?app={app.slug}&platform=android"
+            f"&runtime_version={app.runtime_version}&channel=production"
+        )
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-App-Key: {app.app_key}\r\n\r\n"
+        ).encode()
+        per_client = 5 if ctx.quick else 20
+        daphne = psutil.Process(server.pid)
+        server_cpu = cpu_seconds(daphne)
+        begun = time.perf_counter()
+        latencies = asyncio.run(devices(port, request, per_client))
+        wall = time.perf_counter() - begun
+        server_cpu = cpu_seconds(daphne) - server_cpu
+    count = len(latencies)
+    p50, p95 = percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000
+    ctx.log(
+        f"update check: {count} requests from {CLIENTS} clients in {wall:.2f}s, "
+        f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, daphne CPU {server_cpu * 1000 / count:.2f} ms each"
+    )
+    return [
+        row(f"update check p50 ({CLIENTS} clients)", p50, "ms"),
+        row(
+            f"update check p95 ({CLIENTS} clients)",
+            p95,
+            "ms",
+            f"<= {P95_GOAL_MS} ms (bar 500 ms)",
+            p95 <= P95_GOAL_MS,
+        ),
+        row("update check throughput", count / wall, "req/s"),
+        row("update check server CPU per request", server_cpu * 1000 / count, "ms"),
+    ]
+
+
+def run(ctx) -> list[dict]:
+    account = make_account(Tier.PRO, f"OTA Bench {uuid.uuid4().hex[:6]}")
+    app = make_app(account, "bench-app")
+    with tempfile.TemporaryDirectory(prefix="bench-ota-") as tmp:
+        source = copy_fixture(Path(tmp))
+        with override_settings(OTA_METRO_CACHE_DIR=Path(tmp) / "metro-cache"):
+            cold_job, cold = timed_build(ctx, app, source)
+            warm = [timed_build(ctx, app, source) for _ in range(1 if ctx.quick else 3)]
+    job = warm[-1][0]
+    version = releases.create_version(app, [job.pk])
+    publish_job, _ = releases.request_publish(version, "production")
+    if run_until_ended(publish_job.pk).status != JobStatus.SUCCEEDED:
+        raise RuntimeError("the publish job failed")
+    close_old_connections()
+    warm_metro = statistics.median(step_seconds(job)["metro"] for job, _ in warm)
+    return [
+        row("OTA build of the fixture app, cold Metro cache", cold, "s"),
+        row("OTA build of the fixture app, warm", statistics.median(t for _, t in warm), "s"),
+        row("  Metro step, cold", step_seconds(cold_job)["metro"], "s"),
+        row("  Metro step, warm", warm_metro, "s"),
+        *update_check_rows(ctx, app),
+    ]
