@@ -1,8 +1,10 @@
 import datetime as dt
+import uuid
 
 import pytest
 from django.utils import timezone
 
+from buildevents.models import BuildRun
 from builds.choices import JobStatus
 from builds.models import Job
 from publishing import releases
@@ -14,7 +16,7 @@ from tests.publishing.conftest import finished_ota_build, tmp_storage  # noqa: F
 class Victim:
     """One account's objects of every kind an object endpoint names, and its own client."""
 
-    def __init__(self, account, client, app, version, build, artifact, queued_job):
+    def __init__(self, account, client, app, version, build, artifact, queued_job, build_run):
         self.account = account
         self.client = client
         self.app = app
@@ -22,6 +24,7 @@ class Victim:
         self.build = build
         self.artifact = artifact
         self.queued_job = queued_job
+        self.build_run = build_run
 
     def markers(self) -> list[str]:
         """Strings that appear in any answer that leaks one of these objects."""
@@ -32,6 +35,7 @@ class Victim:
             str(self.build.pk),
             str(self.artifact.pk),
             str(self.queued_job.pk),
+            str(self.build_run.run_id),
         ]
 
 
@@ -56,7 +60,11 @@ def victim(db, tmp_storage, api_client_for, clear_cache):  # noqa: F811
         timeout_seconds=60,
         not_before=timezone.now() + dt.timedelta(days=1),
     )
-    return Victim(account, api_client_for(account), app, version, build, bundle, queued_job)
+    build_run = BuildRun.objects.create(
+        run_id=uuid.uuid4(), account=account, command="npm run build", started_at=timezone.now()
+    )
+    client = api_client_for(account)
+    return Victim(account, client, app, version, build, bundle, queued_job, build_run)
 
 
 @pytest.fixture

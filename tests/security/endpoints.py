@@ -31,6 +31,7 @@ OBJECT_FOR = {
     ("artifacts", "id"): lambda v: v.artifact.pk,
     ("artifacts", "artifact_id"): lambda v: v.artifact.pk,
     ("bundles", "artifact_id"): lambda v: v.artifact.pk,
+    ("build-runs", "run_id"): lambda v: v.build_run.run_id,
 }
 
 
