@@ -1,4 +1,5 @@
 from django.contrib import admin, messages
+from django.db import models
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -167,6 +168,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     search_fields = ["url", "description"]
     readonly_fields = ["created_at"]
     fields = ["url", "description", "kinds", "active", "secret", "created_at"]
+    # Webhooks are called over HTTPS; a URL typed without a scheme gets https:// (Django 6's
+    # default, and no deprecation warning on the form).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(WebhookDelivery)

@@ -79,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "buildhub.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "buildhub.urls"
@@ -364,6 +365,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from static/, not a CDN: the docs work offline and under a strict CSP.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "buildhub.schema.document_errors",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "PlatformEnum": "publishing.choices.Platform",
         "EnvEnum": "publishing.choices.Environment",
@@ -378,6 +383,20 @@ SPECTACULAR_SETTINGS = {
 # --- Security ---------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# HTML pages (admin, live pages, API docs) load everything from this origin and run nothing
+# inline (json_script blocks are data, not code); no other site may frame them.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'",
+)
+# Admin sign-in: failed attempts allowed per window (django-ratelimit rates, e.g. 5/15m) for
+# one username from one address, and for one address whatever the usernames; then 429.
+ADMIN_LOGIN_FAILURES_PER_USER = env_str("ADMIN_LOGIN_FAILURES_PER_USER", "5/15m")
+ADMIN_LOGIN_FAILURES_PER_IP = env_str("ADMIN_LOGIN_FAILURES_PER_IP", "20/15m")
 SESSION_COOKIE_HTTPONLY = True
 # The client address comes from X-Forwarded-For only as far as these proxies vouch for it:
 # TRUSTED_PROXY_COUNT proxies in front of the app, each appending the address it saw.

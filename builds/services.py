@@ -1,6 +1,7 @@
 """Verbs on accounts, usage and API tokens."""
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -93,13 +94,17 @@ def revoke_api_token(token: ApiToken) -> ApiToken:
     return token
 
 
+_TOKEN_SHAPE = re.compile(re.escape(ApiToken.PREFIX) + r"([0-9a-f]{1,16})_([A-Za-z0-9_-]{1,256})")
+
+
 def authenticate_token(raw: str) -> ApiToken:
     """The live token for a bearer value, or TokenRejected saying why (never which part)."""
-    if not raw.startswith(ApiToken.PREFIX):
+    # Checked before any query: a value the database cannot hold (a NUL byte) or a huge one
+    # is refused as malformed, not passed on.
+    shape = _TOKEN_SHAPE.fullmatch(raw)
+    if shape is None:
         raise TokenRejected("Malformed API token.")
-    key_id, _, secret = raw.removeprefix(ApiToken.PREFIX).partition("_")
-    if not key_id or not secret:
-        raise TokenRejected("Malformed API token.")
+    key_id, secret = shape.groups()
     token = ApiToken.objects.select_related("account").filter(key_id=key_id).first()
     if token is None or not token.matches(secret):
         raise TokenRejected("Invalid API token.")

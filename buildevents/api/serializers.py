@@ -40,10 +40,10 @@ class BuildRunSerializer(serializers.ModelSerializer):
     statusReason = serializers.CharField(source="status_reason")  # noqa: N815
     stage = serializers.CharField(source="current_stage")
     startedAt = serializers.DateTimeField(source="started_at")  # noqa: N815
-    endedAt = serializers.DateTimeField(source="ended_at")  # noqa: N815
+    endedAt = serializers.DateTimeField(source="ended_at", allow_null=True)  # noqa: N815
     lastHeartbeatAt = serializers.DateTimeField(source="last_heartbeat_at")  # noqa: N815
-    durationMs = serializers.IntegerField(source="duration_ms")  # noqa: N815
-    exitCode = serializers.IntegerField(source="exit_code")  # noqa: N815
+    durationMs = serializers.IntegerField(source="duration_ms", allow_null=True)  # noqa: N815
+    exitCode = serializers.IntegerField(source="exit_code", allow_null=True)  # noqa: N815
     account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
 
     class Meta:
@@ -72,7 +72,7 @@ class BuildRunSerializer(serializers.ModelSerializer):
 
 class BuildRunEventSerializer(serializers.ModelSerializer):
     eventId = serializers.CharField(source="event_id")  # noqa: N815
-    durationMs = serializers.IntegerField(source="duration_ms")  # noqa: N815
+    durationMs = serializers.IntegerField(source="duration_ms", allow_null=True)  # noqa: N815
     ts = serializers.DateTimeField(source="created_at")
     receivedAt = serializers.DateTimeField(source="received_at")  # noqa: N815
 

@@ -3,6 +3,7 @@ import re
 from django.db import transaction
 from django.http import FileResponse, HttpResponseRedirect
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -215,7 +216,7 @@ class ArtifactFileView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = []
 
-    @extend_schema(responses={200: bytes, 403: None, 410: None})
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 403: None, 410: None})
     def get(self, request, artifact_id):
         artifact = artifacts.artifact_for_token(artifact_id, request.query_params.get("token", ""))
         return _file_response(artifact)
@@ -238,7 +239,7 @@ class BundleDownloadView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = []
 
-    @extend_schema(responses={200: bytes, 404: None, 410: None})
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 404: None, 410: None})
     def get(self, request, artifact_id):
         artifact = Artifact.objects.filter(
             pk=artifact_id, kind=ArtifactKind.OTA_BUNDLE, visibility=Visibility.PUBLIC
