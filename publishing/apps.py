@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 
 
@@ -9,7 +10,7 @@ class PublishingConfig(AppConfig):
     def ready(self):
         from builds import registry
         from builds.engine import events
-        from publishing import ota, releases, store
+        from publishing import artifacts, ota, releases, sources, store
 
         registry.register_kind(
             releases.PUBLISH_KIND,
@@ -33,6 +34,17 @@ class PublishingConfig(AppConfig):
             description="OTA bundle: Metro, then Hermes bytecode, with a private sourcemap.",
         )
         events.job_failed.connect(releases.on_publish_job_ended, dispatch_uid="publish-ended")
+        # The worker supervisor runs these even while the workers are scaled to zero.
+        registry.register_periodic(
+            "sweep expired artifacts",
+            artifacts.sweep_expired_artifacts,
+            interval_seconds=settings.STORAGE_SWEEP_INTERVAL_SECONDS,
+        )
+        registry.register_periodic(
+            "sweep expired sources",
+            sources.sweep_expired_sources,
+            interval_seconds=settings.STORAGE_SWEEP_INTERVAL_SECONDS,
+        )
         for signal in (post_save, post_delete):
             signal.connect(
                 releases.forget_app_key, sender="publishing.App", dispatch_uid="forget-app-key"

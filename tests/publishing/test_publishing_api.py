@@ -339,3 +339,20 @@ def test_app_model_is_scoped_by_account(pro_account):
     App.objects.create(account=pro_account, slug="same", name="A", platforms=["ios"])
     App.objects.create(account=other, slug="same", name="B", platforms=["ios"])
     assert App.objects.filter(slug="same").count() == 2
+
+
+@pytest.mark.django_db
+def test_the_supervisor_sweeps_expired_artifacts(app, tmp_storage):
+    from builds import registry
+    from builds.management.commands.runworkers import Supervisor
+
+    _, bundle, sourcemap = finished_ota_build(app, tmp_path=tmp_storage)
+    Artifact.objects.filter(pk=sourcemap.pk).update(expires_at=timezone.now() - dt.timedelta(1))
+    names = [task.name for task in registry.periodic_tasks()]
+    assert "sweep expired artifacts" in names and "sweep expired sources" in names
+
+    Supervisor(clusters=0, idle_seconds=1, out=lambda line: None).sweep()
+
+    assert not storages["private"].exists(sourcemap.storage_key)
+    assert Artifact.objects.get(pk=sourcemap.pk).deleted_at is not None
+    assert storages["default"].exists(bundle.storage_key)
