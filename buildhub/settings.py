@@ -262,6 +262,9 @@ SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
 STORAGE_SWEEP_INTERVAL_SECONDS = env_int("STORAGE_SWEEP_INTERVAL_SECONDS", 3600)
 SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)
 UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
+# How long a web process answers update checks from what it remembers before asking Redis
+# again; a publish or rollback reaches the other web processes within this time (0: never).
+UPDATE_CHECK_EDGE_SECONDS = env_int("UPDATE_CHECK_EDGE_SECONDS", 1)
 
 # --- Source intake and store builds -------------------------------------------------------
 # Caps on what one uploaded archive may unpack to (zip bombs are stopped while streaming).

@@ -19,6 +19,7 @@ from builds.choices import JobStatus
 from builds.engine.runner import JobFailed
 from builds.engine.submit import submit_job
 from builds.models import Job
+from publishing import edge
 from publishing.artifacts import CHUNK, open_artifact
 from publishing.choices import ArtifactKind, Environment, VersionStatus
 from publishing.models import App, Artifact, Release, Version
@@ -335,10 +336,12 @@ def app_by_key(app_key: str) -> App | None:
 def forget_app_key(sender, instance: App, **kwargs) -> None:
     """An app renamed or deleted is looked up afresh (post_save / post_delete of App)."""
     cache.delete(_app_key_cache_key(instance.app_key))
+    edge.forget(instance.app_key)
 
 
 def invalidate_update_cache(app: App, env: str) -> None:
     cache.delete(_cache_key(app.app_key, env))
+    edge.forget(app.app_key, env)
 
 
 def update_check_state(app_key: str, env: str) -> tuple[App | None, dict | None]:

@@ -4,7 +4,7 @@ import pytest
 from django.http import QueryDict
 
 from publishing.api.serializers import UpdateCheckQuerySerializer
-from publishing.api.views import plain_update_query
+from publishing.edge import plain_update_query
 
 BASE = "app=shop&platform=android&runtime_version=1.0.0"
 SHA = "a" * 64
