@@ -37,3 +37,4 @@ if starting_django:
     # full passes, which otherwise stall every request in flight for tens of milliseconds.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(50_000, 20, 100)

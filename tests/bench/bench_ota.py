@@ -11,6 +11,7 @@
 
 import asyncio
 import gc
+import os
 import statistics
 import tempfile
 import time
@@ -26,11 +27,12 @@ from builds.choices import JobStatus, Tier
 from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import releases
-from tests.bench.helpers import free_port, percentile, row, started, wait_until
+from tests.bench.helpers import percentile, row, started_web, wait_until
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
 
 CLIENTS = 100
+CORES = os.cpu_count() or 1
 P95_GOAL_MS = 20
 
 
@@ -94,7 +96,7 @@ async def fetch(reader, writer, request: bytes) -> int:
     return int(head.split(b" ", 2)[1])
 
 
-async def devices(port: int, request: bytes, per_client: int, server: psutil.Process):
+async def devices(port: int, request: bytes, per_client: int, servers: list[psutil.Process]):
     """``CLIENTS`` devices on their own connections, each checking ``per_client`` times in a
     row; a plain asyncio client, so the load generator costs little of the shared CPU.
 
@@ -109,7 +111,7 @@ async def devices(port: int, request: bytes, per_client: int, server: psutil.Pro
     async def device(reader, writer):
         await fetch(reader, writer, request)
         if await everyone_warm.wait() == 0:
-            measuring.update(wall=time.perf_counter(), cpu=cpu_seconds(server))
+            measuring.update(wall=time.perf_counter(), cpu=cpu_seconds(servers))
         for _ in range(per_client):
             started = time.perf_counter()
             status = await fetch(reader, writer, request)
@@ -123,12 +125,11 @@ async def devices(port: int, request: bytes, per_client: int, server: psutil.Pro
         for _, writer in connections:
             writer.close()
     wall = time.perf_counter() - measuring["wall"]
-    return latencies, wall, cpu_seconds(server) - measuring["cpu"]
+    return latencies, wall, cpu_seconds(servers) - measuring["cpu"]
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(times.user + times.system for times in (p.cpu_times() for p in processes))
 
 
 def healthy(port: int) -> bool:
@@ -139,10 +140,10 @@ def healthy(port: int) -> bool:
         return False
 
 
-def update_check_rows(ctx, app) -> list[dict]:
-    port = free_port()
-    daphne_args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "buildhub.asgi:application"]
-    with started(ctx, "ota-daphne", daphne_args) as server:
+def update_check_rows(ctx, app, processes: int) -> list[dict]:
+    """The update check against ``processes`` daphne processes serving one port."""
+    servers = "one daphne" if processes == 1 else f"{processes} daphne (one per core)"
+    with started_web(ctx, f"ota-daphne-{processes}", processes) as (port, web):
         wait_until(lambda: healthy(port), seconds=60, what="daphne to serve", poll=0.2)
         path = (
             f"/api/v1/updates/check?app={app.slug}&platform=android"
@@ -152,32 +153,32 @@ def update_check_rows(ctx, app) -> list[dict]:
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-App-Key: {app.app_key}\r\n\r\n"
         ).encode()
         per_client = 10 if ctx.quick else 100
-        daphne = psutil.Process(server.pid)
+        daphnes = [psutil.Process(server.pid) for server in web]
         # This process holds Django and the earlier benchmarks' objects: a full collection
         # here would stall the clients and be counted as the server's latency.
         gc.collect()
         gc.freeze()
         try:
-            latencies, wall, server_cpu = asyncio.run(devices(port, request, per_client, daphne))
+            latencies, wall, server_cpu = asyncio.run(devices(port, request, per_client, daphnes))
         finally:
             gc.unfreeze()
     count = len(latencies)
     p50, p95 = percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000
     ctx.log(
-        f"update check: {count} requests from {CLIENTS} clients in {wall:.2f}s, "
+        f"update check, {servers}: {count} requests from {CLIENTS} clients in {wall:.2f}s, "
         f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, daphne CPU {server_cpu * 1000 / count:.2f} ms each"
     )
     return [
-        row(f"update check p50 ({CLIENTS} clients)", p50, "ms"),
+        row(f"update check p50 ({CLIENTS} clients, {servers})", p50, "ms"),
         row(
-            f"update check p95 ({CLIENTS} clients)",
+            f"update check p95 ({CLIENTS} clients, {servers})",
             p95,
             "ms",
             f"<= {P95_GOAL_MS} ms (bar 500 ms)",
             p95 <= P95_GOAL_MS,
         ),
-        row("update check throughput", count / wall, "req/s"),
-        row("update check server CPU per request", server_cpu * 1000 / count, "ms"),
+        row(f"update check throughput ({servers})", count / wall, "req/s"),
+        row(f"update check server CPU per request ({servers})", server_cpu * 1000 / count, "ms"),
     ]
 
 
@@ -201,5 +202,6 @@ def run(ctx) -> list[dict]:
         row("OTA build of the fixture app, warm", statistics.median(t for _, t in warm), "s"),
         row("  Metro step, cold", step_seconds(cold_job)["metro"], "s"),
         row("  Metro step, warm", warm_metro, "s"),
-        *update_check_rows(ctx, app),
+        *update_check_rows(ctx, app, 1),
+        *(update_check_rows(ctx, app, CORES) if CORES > 1 else []),
     ]

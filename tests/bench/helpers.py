@@ -22,6 +22,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_socket() -> socket.socket:
+    """A loopback socket on a free port that child processes can inherit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def daphne_on_socket(fd: int) -> list[str]:
+    """The command for a daphne serving the inherited listening socket ``fd``.
+
+    Handed over with the systemd socket-activation protocol (fd 3, ``LISTEN_FDS``/
+    ``LISTEN_PID``, Twisted's ``systemd:`` endpoint), so several daphne processes can serve
+    one port: the kernel gives each new connection to whichever accepts first, and no proxy
+    process takes a share of the cores.
+    """
+    return [
+        "bash",  # POSIX sh redirects only single-digit descriptors
+        "-c",
+        f"exec 3<&{fd}; export LISTEN_FDS=1 LISTEN_FDNAMES=http LISTEN_PID=$$; "
+        f"exec {sys.executable} -m daphne -e systemd:domain=INET:index=0 "
+        "buildhub.asgi:application",
+    ]
+
+
+@contextlib.contextmanager
+def started_web(ctx, name: str, processes: int):
+    """``processes`` daphne processes serving one loopback port for the duration of the
+    block; yields the port and the processes. Output goes to ``var/bench/<name>.log``."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{name}.log"
+    with listening_socket() as sock, open(log_path, "w") as log:
+        fd = sock.fileno()
+        servers = [
+            subprocess.Popen(
+                daphne_on_socket(fd),
+                pass_fds=(fd,),
+                cwd=settings.BASE_DIR,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(processes)
+        ]
+        ctx.log(f"started {name}: {processes} daphne on one socket (log {log_path})")
+        try:
+            yield sock.getsockname()[1], servers
+        finally:
+            terminate_all(servers, grace=30)
+            ctx.log(f"stopped {name}")
+
+
 def wait_until(predicate, *, seconds: float, what: str, poll: float = 0.005):
     """Poll ``predicate`` until it is true; raise (the benchmark fails) after ``seconds``."""
     deadline = time.monotonic() + seconds

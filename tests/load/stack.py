@@ -4,10 +4,7 @@ A fresh PostgreSQL database and an emptied Redis database, ``BUILDHUB_ENV=produc
 (DEBUG off, behind a TLS proxy whose ``X-Forwarded-Proto`` the load users send), one daphne
 process per core and the worker supervisor (``runworkers``).
 
-The daphne processes share one listening socket, handed over with the systemd
-socket-activation protocol (fd 3, ``LISTEN_FDS``/``LISTEN_PID``, Twisted's ``systemd:``
-endpoint): the kernel gives each new connection to whichever process accepts first, so no
-proxy process sits in front of them taking a share of the cores.
+The daphne processes share one listening socket (tests.bench.helpers.daphne_on_socket).
 """
 
 import json
@@ -23,6 +20,7 @@ from pathlib import Path
 
 from buildhub.processes import terminate_all
 from tests.bench.__main__ import prepare_database, prepare_redis
+from tests.bench.helpers import daphne_on_socket, listening_socket
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/buildhub_load"
@@ -47,15 +45,6 @@ def stack_environment(database_url: str, redis_url: str, var_dir: Path) -> dict:
         "JOBS_READ_RATE": UNLIMITED,
         "BUILD_EVENTS_RATE_LIMIT": UNLIMITED,
     }
-
-
-def listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))  # loopback only, any free port
-    sock.listen(4096)
-    sock.set_inheritable(True)
-    return sock
 
 
 class Stack:
@@ -99,15 +88,10 @@ class Stack:
         # The children's log, open as long as they run (closed in stop()).
         self.output = output = open(self.var_dir / "stack.log", "ab")  # noqa: SIM115
         env = {**os.environ, **self.env}
-        daphne = (
-            f"exec 3<&{fd}; export LISTEN_FDS=1 LISTEN_FDNAMES=http LISTEN_PID=$$; "
-            f"exec {sys.executable} -m daphne -e systemd:domain=INET:index=0 "
-            "buildhub.asgi:application"
-        )
         for _ in range(self.web_processes):
             self.children.append(
                 subprocess.Popen(
-                    ["sh", "-c", daphne],
+                    daphne_on_socket(fd),
                     pass_fds=(fd,),
                     env=env,
                     cwd=BASE_DIR,
