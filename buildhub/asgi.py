@@ -34,7 +34,9 @@ application = ProtocolTypeRouter(
 )
 if starting_django:
     # Everything loaded so far lives as long as the process: kept out of the collector's
-    # full passes, which otherwise stall every request in flight for tens of milliseconds.
+    # passes, which otherwise stall every request in flight for tens of milliseconds. Young
+    # objects are collected every 50,000 allocations instead of 700 (a request makes
+    # hundreds); measured with the update check benchmark, the memory stays flat.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
