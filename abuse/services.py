@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -51,6 +51,11 @@ INSERT_SIGNAL_SQL = (
     "INSERT INTO {signals} (account_id, kind, bundle_hash, ip, app_name, app_name_key, "
     "app_name_stem, account_age_days, created_at) VALUES (%s, %s, '', %s, %s, %s, %s, %s, %s)"
 )
+# A new open flag; a concurrent scoring may have opened it first (the one-open-flag constraint).
+INSERT_FLAG_SQL = (
+    "INSERT INTO {flags} (account_id, status, priority, score, breakdown, created_at, "
+    "resolution_reason) VALUES (%s, %s, %s, %s, %s, %s, '') ON CONFLICT DO NOTHING"
+)
 UPSERT_SCORE_SQL = (
     "INSERT INTO {scores} (account_id, score, breakdown, computed_at) VALUES (%s, %s, %s, %s) "
     "ON CONFLICT (account_id) DO UPDATE SET score = excluded.score, "
@@ -58,13 +63,17 @@ UPSERT_SCORE_SQL = (
 )
 
 
-def record_submission(account: Account, *, ip=None, app_name: str = "", now=None) -> None:
+def record_submission(
+    account: Account, *, ip=None, app_name: str = "", now=None, relax_commit=False
+) -> None:
+    """``relax_commit``: from _advisory_transaction, sent in the same round trip."""
     now = now or timezone.now()
     app_name = (app_name or "")[:200]
     key, stem = normalise_app_name(app_name)
+    sql = INSERT_SIGNAL_SQL.format(signals=AbuseSignal._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            INSERT_SIGNAL_SQL.format(signals=AbuseSignal._meta.db_table),
+            f"{RELAX_COMMIT_SQL}; {sql}" if relax_commit else sql,
             [
                 account.pk,
                 SignalKind.SUBMISSION.value,
@@ -144,8 +153,8 @@ def confirmed_pattern_for(account: Account, assessment: Assessment) -> Confirmed
     return next((p for p in patterns if cleared_at is None or p.confirmed_at > cleared_at), None)
 
 
-def raise_flag(account: Account, assessment: Assessment, priority: str) -> Flag | None:
-    """Put the account in the review queue, or refresh its open flag.
+def raise_flag(account: Account, assessment: Assessment, priority: str) -> bool:
+    """Put the account in the review queue, or refresh its open flag; True when it opened one.
 
     After a reviewer resolved a flag, a new one is raised only for a higher score than the
     one they judged.
@@ -155,7 +164,7 @@ def raise_flag(account: Account, assessment: Assessment, priority: str) -> Flag 
     if Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(
         score=total, priority=priority
     ):
-        return None
+        return False
     judged = (
         Flag.objects.filter(account=account)
         .exclude(status=FlagStatus.OPEN)
@@ -164,17 +173,28 @@ def raise_flag(account: Account, assessment: Assessment, priority: str) -> Flag 
         .first()
     )
     if judged is not None and total <= judged:
-        return None
-    try:
-        with transaction.atomic():
-            return Flag.objects.create(
-                account=account, score=total, priority=priority, breakdown=assessment.breakdown()
-            )
-    except IntegrityError:  # a concurrent scoring opened it first
+        return False
+    breakdown = Flag._meta.get_field("breakdown").get_db_prep_save(
+        assessment.breakdown(), connection
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            INSERT_FLAG_SQL.format(flags=Flag._meta.db_table),
+            [
+                account.pk,
+                FlagStatus.OPEN.value,
+                priority,
+                total,
+                breakdown,
+                connection.ops.adapt_datetimefield_value(timezone.now()),
+            ],
+        )
+        opened = cursor.rowcount == 1
+    if not opened:  # a concurrent scoring opened it first
         Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(
             score=total, priority=priority
         )
-        return None
+    return opened
 
 
 @transaction.atomic
@@ -232,6 +252,9 @@ def _block(account: Account, reason: str) -> bool:
 
 
 # --- hooks the engine calls ----------------------------------------------------------------
+RELAX_COMMIT_SQL = "SET LOCAL synchronous_commit TO OFF"
+
+
 @contextmanager
 def _advisory_transaction():
     """One transaction for signals, scores and flags, committed without waiting for the
@@ -241,13 +264,18 @@ def _advisory_transaction():
     second of them, which costs nothing, whereas waiting for the flush would cost every
     submission a disk sync. A block written in the same transaction asks for a durable
     commit again (see ``_block``).
+
+    Yields whether the caller must relax the commit: with its first statement
+    (``RELAX_COMMIT_SQL``; the hot path saves a round trip) or with ``_relax_commit()``.
     """
     outermost = not connection.in_atomic_block  # never relax a caller's transaction
     with transaction.atomic():
-        if outermost and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        yield
+        yield outermost and connection.vendor == "postgresql"
+
+
+def _relax_commit() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(RELAX_COMMIT_SQL)
 
 
 def _commit_durably() -> None:
@@ -264,11 +292,12 @@ def check_submission(account: Account, kind: str, params: dict, request_meta: di
     job_kind = registry.get_kind(kind)
     if job_kind is None or not job_kind.counts_as_build:
         return
-    with _advisory_transaction():
+    with _advisory_transaction() as relax_commit:
         record_submission(
             account,
             ip=request_meta.get("ip"),
             app_name=request_meta.get("app_name") or params.get("app") or "",
+            relax_commit=relax_commit,
         )
         score_account(account)
     if account.blocked:
@@ -282,7 +311,9 @@ def on_job_completed(sender, job: Job, **kwargs) -> None:
     if not SHA256_HEX.match(bundle_hash):
         return
     try:
-        with _advisory_transaction():
+        with _advisory_transaction() as relax_commit:
+            if relax_commit:
+                _relax_commit()
             record_bundle(job, bundle_hash)
             account = Account.objects.get(pk=job.account_id)
             assessment = score_account(account)

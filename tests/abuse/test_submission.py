@@ -118,11 +118,14 @@ def test_signals_commit_without_a_disk_sync_but_blocks_commit_durably():
             cursor.execute("SHOW synchronous_commit")
             return cursor.fetchone()[0]
 
-    with services._advisory_transaction():
-        services.record_submission(owner, ip=FARM_IP)
+    with services._advisory_transaction() as relax_commit:
+        assert synchronous_commit() == "on"
+        services.record_submission(owner, ip=FARM_IP, relax_commit=relax_commit)
         assert synchronous_commit() == "off"
         services._block(owner, "test")
         assert synchronous_commit() == "on"
 
-    with transaction.atomic(), services._advisory_transaction():
-        assert synchronous_commit() == "on"  # a caller's transaction is never relaxed
+    with transaction.atomic(), services._advisory_transaction() as relax_commit:
+        assert relax_commit is False  # a caller's transaction is never relaxed
+        services.record_submission(owner, ip=FARM_IP, relax_commit=relax_commit)
+        assert synchronous_commit() == "on"
