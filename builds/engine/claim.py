@@ -8,11 +8,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.db.models.functions import Now
 
-from builds.choices import JobStatus, Tier
+from builds.choices import JobStatus, Tier, WorkerState
 from builds.engine import events
 from builds.fairness import CLASSES_BY_RANK, CYCLE, serve_order
 from builds.limits import concurrency_limit
-from builds.models import Account, FairnessCursor, Job
+from builds.models import Account, FairnessCursor, Job, Worker
 from builds.tiers import TIERS
 
 
@@ -74,9 +74,10 @@ def claim_next_job(worker_id: str) -> Job | None:
     """Claim the job the fairness cycle says is next, or None when nothing is eligible.
 
     The cursor row's lock orders all claims, so per-account running counts read here stay
-    true until this transaction commits; queued rows are taken with SKIP LOCKED. On
-    PostgreSQL the same steps run as one server-side function (migration 0006): one round
-    trip instead of six, and no query to build in Python.
+    true until this transaction commits; queued rows are taken with SKIP LOCKED. A worker
+    that is draining gets nothing. On PostgreSQL the same steps run as one server-side
+    function (migration 0006): one round trip instead of seven, and no query to build in
+    Python.
     """
     if connection.vendor == "postgresql":
         job = _claim_in_database(worker_id)
@@ -111,6 +112,8 @@ def _claim_in_database(worker_id: str) -> Job | None:
 
 @transaction.atomic
 def _claim_with_queries(worker_id: str) -> Job | None:
+    if Worker.objects.filter(pk=worker_id, state=WorkerState.DRAINING).exists():
+        return None
     position = _advance_cursor()
     candidates = eligible_jobs().exclude(account_id__in=accounts_at_their_limit())
     job = None

@@ -390,20 +390,28 @@ def run_next_job(drain_seconds: float = 0) -> str | None:
     takes meanwhile still wait, and wake other free processes). The claim order is the
     same: every claim is one turn of the shared cycle. When the loop stops for the time
     limit or because this worker drains, a ticket goes out for whoever is free.
+
+    The worker's state is read before the first claim (a ticket that finds nothing costs
+    that one query) and again only when a later claim comes back empty: the claim itself
+    refuses a draining worker.
     """
     close_old_connections()
     worker_id = current_worker_id()
     began = time.monotonic()
     first = None
     try:
+        state, work = worker_state(worker_id)
         while True:
-            state, work = worker_state(worker_id)
             if state == WorkerState.DRAINING:
                 if work:
                     issue_ticket()  # this worker is stopping: hand the ticket to another
                 break
             job = claim_next_job(worker_id) if work else None
             if job is None:
+                if first is not None:  # empty because this worker started draining?
+                    state, work = worker_state(worker_id)
+                    if state == WorkerState.DRAINING and work:
+                        issue_ticket()
                 break
             first = first or str(job.pk)
             try:

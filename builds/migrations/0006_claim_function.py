@@ -1,6 +1,7 @@
 """PostgreSQL: the claim as one server-side function (builds.engine.claim).
 
-The same steps as the ORM claim, in one round trip instead of six: advance the shared
+The same steps as the ORM claim, in one round trip instead of seven: refuse a worker that
+is draining, advance the shared
 fairness cursor (its row lock orders all claims until the transaction ends), find the
 accounts whose running jobs fill their concurrency limit, take the first eligible queued
 job of each class in the slot's serve order with SKIP LOCKED, and mark it running with a
@@ -30,6 +31,9 @@ DECLARE
     at_limit bigint[];
     picked uuid;
 BEGIN
+    IF EXISTS (SELECT 1 FROM builds_worker WHERE id = p_worker AND state = 'draining') THEN
+        RETURN;  -- a stopping worker takes nothing more
+    END IF;
     UPDATE builds_fairnesscursor SET position = position + 1 WHERE id = 1
         RETURNING position - 1 INTO slot;
     IF slot IS NULL THEN  -- a database set up without the migration's row

@@ -1,6 +1,7 @@
 import datetime as dt
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from builds.choices import JobStatus
@@ -123,7 +124,7 @@ def test_claim_query_count_is_bounded(pro_account, django_assert_max_num_queries
 
     FairnessCursor.objects.get_or_create(pk=1)  # as the migration leaves it
 
-    # savepoint, cursor lock and advance, accounts at their limit, P0 (empty), P1, claim,
-    # release
-    with django_assert_max_num_queries(7):
+    # PostgreSQL: the claim function. Elsewhere: savepoint, is the worker draining, cursor
+    # lock and advance, accounts at their limit, P0 (empty), P1, claim, release.
+    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 8):
         claim_next_job("test-worker")

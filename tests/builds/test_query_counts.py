@@ -28,14 +28,14 @@ def full_queue(db):
     return claim_next_job("test-worker")  # one account now has a job running
 
 
-def test_claim_on_a_full_queue_takes_one_call_on_postgresql_and_four_queries_elsewhere(
+def test_claim_on_a_full_queue_takes_one_call_on_postgresql_and_five_queries_elsewhere(
     full_queue, django_assert_num_queries
 ):
     # PostgreSQL: the claim function, in one statement of its own. Elsewhere, in a
-    # transaction: the cursor locked and advanced (UPDATE ... RETURNING), the accounts at
-    # their limit with their running counts, the candidate row with its account and the
-    # database's clock, the conditional UPDATE.
-    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2 + 4):
+    # transaction: is the worker draining, the cursor locked and advanced (UPDATE ...
+    # RETURNING), the accounts at their limit with their running counts, the candidate row
+    # with its account and the database's clock, the conditional UPDATE.
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2 + 5):
         job = claim_next_job("test-worker")
 
     assert job.status == "running"

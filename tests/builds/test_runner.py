@@ -20,6 +20,7 @@ from builds.engine.claim import claim_next_job
 from builds.engine.dispatch import tickets_waiting
 from builds.engine.runner import (
     WORKSPACE_PREFIX,
+    current_worker_id,
     execute_claimed,
     installation_key,
     run_next_job,
@@ -65,6 +66,15 @@ def secret_executor(context):
 
 registry.register_kind("test.tree", tree_executor)
 registry.register_kind("test.secret", secret_executor)
+
+
+def drain_own_worker_executor(context):
+    """Marks the worker running it as draining (as SIGTERM to its cluster does)."""
+    Worker.objects.filter(pk=context.job.worker_id).update(state="draining")
+    return {"ok": True}
+
+
+registry.register_kind("test.drain-own-worker", drain_own_worker_executor)
 
 
 @pytest.fixture
@@ -381,6 +391,19 @@ def test_a_ticket_runs_jobs_one_after_another_until_none_is_eligible(account):
     assert reload(later).status == JobStatus.QUEUED  # not eligible: the loop stopped
     assert [reload(job).attempts for job in jobs] == [1, 1, 1]
     assert tickets_waiting() == tickets  # the loop itself took each freed slot
+
+
+def test_a_ticket_stops_claiming_once_its_worker_drains_and_hands_on_a_ticket(account):
+    first = queue_jobs(account, 1, kind="test.drain-own-worker", params={})[0]
+    rest = queue_jobs(account, 2, kind="diagnostic.noop", params={})
+    tickets = tickets_waiting()
+
+    assert run_next_job(drain_seconds=60) == str(first.pk)
+
+    assert reload(first).status == JobStatus.SUCCEEDED
+    assert [reload(job).status for job in rest] == [JobStatus.QUEUED] * 2
+    assert tickets_waiting() == tickets + 1  # for a worker that is not stopping
+    assert claim_next_job(current_worker_id()) is None  # however many are queued
 
 
 def test_a_ticket_whose_time_is_up_sends_one_on(account):
