@@ -53,14 +53,8 @@ def _answer(scope) -> tuple[int, list, bytes] | None:
     known, release = edge.remembered_release(app_key, params["env"], params["app"])
     if not known:
         return None
-    update = releases.check_for_update(
-        release,
-        platform=params["platform"],
-        runtime_version=params["runtime_version"],
-        channel=params["channel"],
-        current_sha=params["current"],
-        device_id=params["device"] or headers.get(b"x-device-id", b"").decode("latin-1"),
-    )
+    device_header = headers.get(b"x-device-id", b"").decode("latin-1")
+    update = releases.update_for_query(release, params, device_header)
     base_url, response_headers = known_origin
     if update is None:
         return 204, response_headers, b""

@@ -423,3 +423,16 @@ def check_for_update(
         "mandatory": release["mandatory"],
         "published_at": manifest["published_at"],
     }
+
+
+def update_for_query(release: dict | None, query: dict, device_header: str = "") -> dict | None:
+    """check_for_update for an update check's validated query; the device id comes from the
+    query or else from the ``X-Device-Id`` header."""
+    return check_for_update(
+        release,
+        platform=query["platform"],
+        runtime_version=query["runtime_version"],
+        channel=query["channel"],
+        current_sha=query["current"],
+        device_id=query["device"] or device_header,
+    )

@@ -286,14 +286,7 @@ class UpdateCheckView(APIView):
         if app is None or app.slug != params["app"]:
             raise unknown_app_key()
         edge.remember(request, app_key, params["env"], app.slug, release)
-        update = releases.check_for_update(
-            release,
-            platform=params["platform"],
-            runtime_version=params["runtime_version"],
-            channel=params["channel"],
-            current_sha=params["current"],
-            device_id=params["device"] or request.headers.get("X-Device-Id", ""),
-        )
+        update = releases.update_for_query(release, params, request.headers.get("X-Device-Id", ""))
         if update is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         if update["bundle_url"].startswith("/"):
