@@ -47,16 +47,27 @@ def append_logs(job_id, lines: list[tuple], *, lease_token=None) -> int:
     return last
 
 
-def store_lines(job_id, last: int, lines: list[tuple]) -> None:
-    """Write ``lines`` numbered up to ``last`` (the job's ``log_seq``, already advanced by
-    their count in this transaction) and push them on commit."""
+def numbered(job_id, last: int, lines: list[tuple]) -> list[JobLog]:
+    """``(ts, level, message)`` lines as the job's log rows, numbered up to ``last``."""
     first = last - len(lines) + 1
-    entries = [
+    return [
         JobLog(job_id=job_id, seq=first + offset, ts=ts, level=level, message=message)
         for offset, (ts, level, message) in enumerate(lines)
     ]
+
+
+def store_lines(job_id, last: int, lines: list[tuple]) -> None:
+    """Write ``lines`` numbered up to ``last`` (the job's ``log_seq``, already advanced by
+    their count in this transaction) and push them on commit."""
+    entries = numbered(job_id, last, lines)
     JobLog.objects.bulk_create(entries)
     for entry in entries:
+        push_on_commit(job_id, log_message(entry))
+
+
+def push_stored_lines(job_id, last: int, lines: list[tuple]) -> None:
+    """Push on commit ``lines`` the caller stored numbered up to ``last``."""
+    for entry in numbered(job_id, last, lines):
         push_on_commit(job_id, log_message(entry))
 
 

@@ -5,6 +5,7 @@ COMMIT (and no savepoints).
 """
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.db import connection
@@ -43,26 +44,43 @@ def test_claim_on_a_full_queue_takes_one_call_on_postgresql_and_five_queries_els
     assert job.attempts == 1
 
 
-def test_finishing_a_job_takes_two_queries_and_the_transaction(
+def test_finishing_a_job_takes_one_statement_on_postgresql_and_two_queries_elsewhere(
     full_queue, django_assert_num_queries
 ):
-    # the conditional UPDATE naming the lease, then the reload that is announced
-    with django_assert_num_queries(2 + 2):
+    # PostgreSQL: one statement. Elsewhere, in a transaction: the conditional UPDATE naming
+    # the lease, then the reload that is announced.
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2 + 2):
         finished = lifecycle.succeed_job(full_queue.pk, full_queue.lease_token, {"ok": True})
 
     assert finished.status == "succeeded"
+    assert finished.result == {"ok": True}
+    assert finished.worker_id is None and finished.lease_token is None
+    assert Job.objects.get(pk=full_queue.pk).finished_at is not None
 
 
-def test_the_last_log_lines_cost_the_finish_one_insert(full_queue, django_assert_num_queries):
-    lines = [(timezone.now(), "info", "one"), (timezone.now(), "info", "two")]
+def test_the_last_log_lines_cost_the_finish_nothing_more_on_postgresql_and_one_insert_elsewhere(
+    full_queue, django_assert_num_queries
+):
+    lines = [(timezone.now(), "info", "one"), (timezone.now(), "warning", "two")]
 
-    # the UPDATE also makes room in log_seq; the reload; one INSERT of both lines
-    with django_assert_num_queries(2 + 3):
+    # PostgreSQL: the same one statement. Elsewhere: the UPDATE also makes room in log_seq;
+    # the reload; one INSERT of both lines.
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2 + 3):
         finished = lifecycle.succeed_job(full_queue.pk, full_queue.lease_token, lines=lines)
 
     assert finished.log_seq == 2
     stored = JobLog.objects.filter(job=full_queue).order_by("seq")
-    assert list(stored.values_list("seq", "message")) == [(1, "one"), (2, "two")]
+    assert list(stored.values_list("seq", "level", "message")) == [
+        (1, "info", "one"),
+        (2, "warning", "two"),
+    ]
+    assert [entry.ts for entry in stored] == [ts for ts, _, _ in lines]
+
+
+def test_a_finish_without_the_lease_changes_nothing(full_queue):
+    assert lifecycle.succeed_job(full_queue.pk, uuid.uuid4(), {"ok": True}) is None
+    assert Job.objects.get(pk=full_queue.pk).status == "running"
+    assert not JobLog.objects.filter(job=full_queue).exists()
 
 
 def test_a_retryable_failure_takes_three_queries_and_the_transaction(
