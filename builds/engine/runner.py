@@ -355,17 +355,33 @@ def current_worker_id() -> str:
     return os.environ.get("BUILDHUB_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
+# worker_state's query on PostgreSQL: eligible_jobs() as plain SQL.
+_WORKER_STATE_SQL = """
+SELECT worker.state, EXISTS (
+    SELECT 1 FROM builds_job job JOIN builds_account account ON account.id = job.account_id
+    WHERE job.status = 'queued' AND NOT account.blocked
+      AND (job.not_before IS NULL OR job.not_before <= now())
+)
+FROM builds_worker worker WHERE worker.id = %s
+"""
+
+
 def worker_state(worker_id: str) -> tuple[str, bool]:
     """The worker's registered state (registering a worker that is not: a plain qcluster)
     and whether any queued job may be eligible now, in one query: when none is, a ticket
     costs this query instead of a claim's transaction. (Concurrency limits are left to the
     claim: a queued job of an account at its limit still counts here.)"""
-    row = (
-        Worker.objects.filter(pk=worker_id)
-        .annotate(work=Exists(eligible_jobs()))
-        .values_list("state", "work")
-        .first()
-    )
+    if connection.vendor == "postgresql":  # every ticket asks: no query to build for it
+        with connection.cursor() as cursor:
+            cursor.execute(_WORKER_STATE_SQL, [worker_id])
+            row = cursor.fetchone()
+    else:
+        row = (
+            Worker.objects.filter(pk=worker_id)
+            .annotate(work=Exists(eligible_jobs()))
+            .values_list("state", "work")
+            .first()
+        )
     if row is not None:
         return row
     host, _, rest = worker_id.partition(":")

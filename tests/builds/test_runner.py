@@ -16,7 +16,7 @@ from buildhub.errors import ServiceError
 from builds import registry
 from builds.choices import JobStatus
 from builds.engine import events, lifecycle
-from builds.engine.claim import claim_next_job
+from builds.engine.claim import claim_next_job, eligible_jobs
 from builds.engine.dispatch import tickets_waiting
 from builds.engine.runner import (
     WORKSPACE_PREFIX,
@@ -25,6 +25,7 @@ from builds.engine.runner import (
     installation_key,
     run_next_job,
     sweep_workspaces,
+    worker_state,
     workspace_root,
 )
 from builds.engine.workers import reap_expired_leases
@@ -375,6 +376,34 @@ def test_workspaces_of_another_installation_are_left_alone(settings):
         assert foreign.is_dir()
     finally:
         shutil.rmtree(foreign.parent)
+
+
+def test_the_tickets_state_read_sees_exactly_the_eligible_jobs(account):
+    worker_id = current_worker_id()
+    assert worker_state(worker_id) == ("busy", True)  # registers this process's worker
+    seen = []
+
+    def look():
+        state, work = worker_state(worker_id)
+        assert work == eligible_jobs().exists()
+        seen.append(work)
+
+    look()  # nothing queued
+    job = queue_jobs(account, 1, kind="diagnostic.noop", params={})[0]
+    look()
+    Job.objects.filter(pk=job.pk).update(not_before=timezone.now() + dt.timedelta(hours=1))
+    look()  # backing off
+    Job.objects.filter(pk=job.pk).update(not_before=timezone.now() - dt.timedelta(seconds=1))
+    look()
+    account.blocked = True
+    account.save(update_fields=["blocked"])
+    look()
+    account.blocked = False
+    account.save(update_fields=["blocked"])
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    look()
+
+    assert seen == [False, True, False, True, False, False]
 
 
 def test_a_ticket_runs_jobs_one_after_another_until_none_is_eligible(account):
