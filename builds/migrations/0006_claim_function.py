@@ -75,7 +75,10 @@ BEGIN
     END LOOP;
 
     IF picked IS NULL THEN
+        -- Nothing to claim: the slot goes back, and this commit need not wait for the disk
+        -- (if a crash lost it, the slot would be back anyway).
         UPDATE builds_fairnesscursor SET position = position - 1 WHERE id = 1;
+        PERFORM set_config('synchronous_commit', 'off', true);
         RETURN;
     END IF;
     RETURN QUERY

@@ -1,7 +1,7 @@
 import datetime as dt
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from builds.choices import JobStatus
@@ -128,3 +128,23 @@ def test_claim_query_count_is_bounded(pro_account, django_assert_max_num_queries
     # lock and advance, accounts at their limit, P0 (empty), P1, claim, release.
     with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 8):
         claim_next_job("test-worker")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the claim function's commit")
+@pytest.mark.django_db(transaction=True)
+def test_an_empty_claim_commits_without_a_disk_sync_and_a_claim_durably(pro_account):
+    def synchronous_commit():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return cursor.fetchone()[0]
+
+    FairnessCursor.objects.get_or_create(pk=1)
+    position = FairnessCursor.objects.get(pk=1).position
+    with transaction.atomic():
+        assert claim_next_job("test-worker") is None
+        assert synchronous_commit() == "off"  # only the slot went back
+    queue_jobs(pro_account, 1)
+    with transaction.atomic():
+        assert claim_next_job("test-worker") is not None
+        assert synchronous_commit() == "on"
+    assert FairnessCursor.objects.get(pk=1).position == position + 1  # the empty one gave it back
