@@ -42,6 +42,13 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _option(value: str):
+    """A DATABASE_URL query value as the driver wants it: true/false, a number, or text."""
+    if value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    return int(value) if value.isdigit() else value
+
+
 def database_from_url(url: str, *, conn_max_age: int) -> dict:
     """Django DATABASES entry for a ``postgres://`` URL (psycopg 3, persistent connections)."""
     parts = urlsplit(url)
@@ -61,5 +68,5 @@ def database_from_url(url: str, *, conn_max_age: int) -> dict:
         "PORT": str(parts.port or ""),
         "CONN_MAX_AGE": conn_max_age,
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": dict(parse_qsl(parts.query)),
+        "OPTIONS": {key: _option(value) for key, value in parse_qsl(parts.query)},
     }

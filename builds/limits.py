@@ -61,6 +61,33 @@ def concurrency_limit(account) -> int:
     return TIERS[account.tier].max_concurrent
 
 
+def _base_timeout_minutes(account) -> int:
+    """The tier's default timeout, or the Enterprise contract's."""
+    override = _enterprise_override(account)
+    if override is not None and override.max_timeout_minutes:
+        return override.max_timeout_minutes
+    return TIERS[account.tier].default_timeout_minutes
+
+
+def _active_addon_minutes(account, now: dt.datetime) -> int:
+    return sum(
+        addon.minutes
+        for addon in account.timeout_addons.all()
+        if addon.active and (addon.ended_at is None or addon.ended_at > now)
+    )
+
+
+def timeout_limit_minutes(account, now: dt.datetime | None = None) -> int:
+    """effective_limits(account).timeout_minutes, without reading the add-ons when they
+    cannot change it (the base timeout is the tier's maximum already, as for Free and
+    Enterprise): every submission asks."""
+    timeout = _base_timeout_minutes(account)
+    ceiling = TIERS[account.tier].max_timeout_minutes
+    if timeout >= ceiling:
+        return ceiling
+    return min(timeout + _active_addon_minutes(account, now or timezone.now()), ceiling)
+
+
 def effective_limits(account, now: dt.datetime | None = None) -> EffectiveLimits:
     """The one answer to "what are this account's limits now".
 
@@ -68,23 +95,17 @@ def effective_limits(account, now: dt.datetime | None = None) -> EffectiveLimits
     the active timeout add-ons, and never go above the tier's maximum timeout.
     """
     spec = TIERS[account.tier]
-    timeout = spec.default_timeout_minutes
     bundle_mb = spec.max_bundle_mb
     override = _enterprise_override(account)
     if override is not None:
-        timeout = override.max_timeout_minutes or timeout
         bundle_mb = override.max_bundle_size_mb or bundle_mb
-
-    now = now or timezone.now()
-    addon_minutes = sum(
-        addon.minutes
-        for addon in account.timeout_addons.all()
-        if addon.active and (addon.ended_at is None or addon.ended_at > now)
-    )
+    addon_minutes = _active_addon_minutes(account, now or timezone.now())
     return EffectiveLimits(
         tier=account.tier,
         priority_class=spec.priority_class,
-        timeout_minutes=min(timeout + addon_minutes, spec.max_timeout_minutes),
+        timeout_minutes=min(
+            _base_timeout_minutes(account) + addon_minutes, spec.max_timeout_minutes
+        ),
         tier_max_timeout_minutes=spec.max_timeout_minutes,
         addon_minutes=addon_minutes,
         builds_per_month=spec.builds_per_month,

@@ -33,6 +33,15 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 @pytest.fixture(autouse=True)
+def workers_registered_per_test():
+    """A process registers its worker row once; each test starts with a database of its own."""
+    yield
+    from builds.engine import runner
+
+    runner._registered.clear()
+
+
+@pytest.fixture(autouse=True)
 def channel_layer_per_test_loop():
     """Each async test runs on its own event loop, while the process keeps one channel layer.
     A consumer cancelled mid-receive can leave the layer's receive lock held and bound to the

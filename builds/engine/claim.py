@@ -1,11 +1,12 @@
 """Claiming: one short transaction that gives a worker the best eligible job right now."""
 
+import contextlib
 import datetime as dt
 import uuid
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Q
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import Count, Exists, Q
 from django.db.models.functions import Now
 
 from builds.choices import JobStatus, Tier, WorkerState
@@ -14,6 +15,12 @@ from builds.fairness import CLASSES_BY_RANK, CYCLE, serve_order
 from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job, Worker
 from builds.tiers import TIERS
+
+DRAINING_SQLSTATE = "BH001"  # raised by the claim function (migration 0007)
+
+
+class WorkerDraining(Exception):
+    """The claim refused a worker that is stopping while jobs wait: another must take them."""
 
 
 def _advance_cursor() -> int:
@@ -71,13 +78,23 @@ def eligible_jobs():
 
 
 def claim_next_job(worker_id: str) -> Job | None:
+    """Claim the job the fairness cycle says is next, or None when nothing is eligible or
+    the worker is draining (take_next_job tells the two apart)."""
+    try:
+        return take_next_job(worker_id)
+    except WorkerDraining:
+        return None
+
+
+def take_next_job(worker_id: str) -> Job | None:
     """Claim the job the fairness cycle says is next, or None when nothing is eligible.
 
-    The cursor row's lock orders all claims, so per-account running counts read here stay
-    true until this transaction commits; queued rows are taken with SKIP LOCKED. A worker
-    that is draining gets nothing. On PostgreSQL the same steps run as one server-side
-    function (migration 0006): one round trip instead of seven, and no query to build in
-    Python.
+    When no queued job could start, the claim only looks (no fairness slot, no write).
+    Otherwise the cursor row's lock orders all claims, so per-account running counts read
+    here stay true until this transaction commits; queued rows are taken with SKIP LOCKED.
+    A draining worker gets nothing: WorkerDraining when jobs wait for another worker. On
+    PostgreSQL the same steps run as one server-side function (migrations 0006, 0007): one
+    round trip instead of seven, and no query to build in Python.
     """
     if connection.vendor == "postgresql":
         job = _claim_in_database(worker_id)
@@ -107,13 +124,31 @@ def _claim_in_database(worker_id: str) -> Job | None:
             Tier.ENTERPRISE.value,
         ],
     )
-    return next(iter(claimed), None)
+    # Inside a transaction, a refusal must not end it: a savepoint holds the call then.
+    held = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    try:
+        with held:
+            return next(iter(claimed), None)
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) == DRAINING_SQLSTATE:
+            raise WorkerDraining(worker_id) from error
+        raise
 
 
 @transaction.atomic
 def _claim_with_queries(worker_id: str) -> Job | None:
-    if Worker.objects.filter(pk=worker_id, state=WorkerState.DRAINING).exists():
+    # Whether any queued job could start, and whether the worker drains: one query.
+    row = (
+        Worker.objects.filter(pk=worker_id)
+        .annotate(work=Exists(eligible_jobs()))
+        .values_list("state", "work")
+        .first()
+    )
+    state, work = row if row is not None else (None, eligible_jobs().exists())
+    if not work:
         return None
+    if state == WorkerState.DRAINING:
+        raise WorkerDraining(worker_id)
     position = _advance_cursor()
     candidates = eligible_jobs().exclude(account_id__in=accounts_at_their_limit())
     job = None

@@ -1,13 +1,18 @@
 """Dispatch tickets: django-q2 tasks that make a worker claim the best job at that moment.
 
-A ticket names no job. Tickets are sent after commit when a job is queued and when a job
-ends (a slot frees up); the reconciler tops them up from the database, so a Redis outage
-delays jobs but loses none.
+A ticket names no job, and the worker process that takes one claims job after job until
+nothing is eligible. So a ticket sent after a job is queued is needed only when the broker
+does not already hold one for every worker process: a ticket that waits there is taken after
+the job was committed, and its worker claims the job unless another did first. Beyond that,
+more tickets would only find the queue empty (and cost each worker a round of the broker and
+a query), so none is sent. The reconciler tops tickets up from the database, so a Redis
+outage delays jobs but loses none.
 """
 
 import logging
 import os
 
+from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
 from django_q.brokers import get_broker
@@ -15,6 +20,7 @@ from django_q.conf import Conf
 from django_q.tasks import async_task
 
 from builds.choices import JobStatus
+from builds.engine.workers import worker_capacity
 from builds.models import Job
 
 logger = logging.getLogger("buildhub.jobs")
@@ -46,6 +52,24 @@ def issue_ticket(count: int = 1) -> int:
     return sent
 
 
+def tickets_ahead() -> int:
+    """How many waiting tickets make another pointless: one per process of a cluster. (The
+    broker's list grows only once every cluster's pusher holds all the tickets it takes in
+    advance, so all the processes are busy then and each claims again when its job ends.)"""
+    return max(1, settings.Q_CLUSTER["workers"])
+
+
+def wake_workers() -> bool:
+    """After a job is queued (on commit): send a ticket unless enough wait already (see the
+    module's note). Returns whether one was sent."""
+    try:
+        if tickets_waiting() >= tickets_ahead():
+            return False
+    except Exception:  # noqa: BLE001 - broker down: issue_ticket warns, the reconciler sends
+        pass
+    return issue_ticket() == 1
+
+
 def eligible_queued_count() -> int:
     return (
         Job.objects.filter(status=JobStatus.QUEUED, account__blocked=False)
@@ -59,10 +83,12 @@ def tickets_waiting() -> int:
 
 
 def reconcile_tickets(capacity: int | None = None) -> int:
-    """Make sure every job that could run now has a ticket waiting; returns tickets sent."""
-    wanted = eligible_queued_count()
-    if capacity is not None:
-        wanted = min(wanted, capacity)
+    """Make sure the jobs that could run now have tickets waiting: one per job, up to one per
+    worker process (``capacity``, by default the live workers' processes); returns tickets
+    sent."""
+    if capacity is None:
+        capacity = max(worker_capacity(), tickets_ahead())
+    wanted = min(eligible_queued_count(), capacity)
     try:
         waiting = tickets_waiting()
     except Exception:  # noqa: BLE001

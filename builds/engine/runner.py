@@ -23,14 +23,19 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, connections
-from django.db.models import Exists
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    close_old_connections,
+    connection,
+    connections,
+)
 from django.utils import timezone
 
 from builds import registry
 from builds.choices import JobStatus, LogLevel, WorkerState
 from builds.engine import lifecycle
-from builds.engine.claim import claim_next_job, eligible_jobs
+from builds.engine.claim import WorkerDraining, take_next_job
 from builds.engine.dispatch import issue_ticket
 from builds.engine.logs import LogBuffer
 from builds.models import Job, Worker
@@ -355,38 +360,17 @@ def current_worker_id() -> str:
     return os.environ.get("BUILDHUB_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
 
 
-# worker_state's query on PostgreSQL: eligible_jobs() as plain SQL.
-_WORKER_STATE_SQL = """
-SELECT worker.state, EXISTS (
-    SELECT 1 FROM builds_job job JOIN builds_account account ON account.id = job.account_id
-    WHERE job.status = 'queued' AND NOT account.blocked
-      AND (job.not_before IS NULL OR job.not_before <= now())
-)
-FROM builds_worker worker WHERE worker.id = %s
-"""
+_registered: set[str] = set()
 
 
-def worker_state(worker_id: str) -> tuple[str, bool]:
-    """The worker's registered state (registering a worker that is not: a plain qcluster)
-    and whether any queued job may be eligible now, in one query: when none is, a ticket
-    costs this query instead of a claim's transaction. (Concurrency limits are left to the
-    claim: a queued job of an account at its limit still counts here.)"""
-    if connection.vendor == "postgresql":  # every ticket asks: no query to build for it
-        with connection.cursor() as cursor:
-            cursor.execute(_WORKER_STATE_SQL, [worker_id])
-            row = cursor.fetchone()
-    else:
-        row = (
-            Worker.objects.filter(pk=worker_id)
-            .annotate(work=Exists(eligible_jobs()))
-            .values_list("state", "work")
-            .first()
-        )
-    if row is not None:
-        return row
+def ensure_registered(worker_id: str) -> None:
+    """Register this process's worker once (runcluster registers its own; a plain qcluster's
+    worker is registered by its first ticket), so claims can name it."""
+    if worker_id in _registered:
+        return
     host, _, rest = worker_id.partition(":")
     pid = rest.split(":")[0]
-    worker, _ = Worker.objects.get_or_create(
+    Worker.objects.get_or_create(
         pk=worker_id,
         defaults={
             "host": host,
@@ -394,7 +378,16 @@ def worker_state(worker_id: str) -> tuple[str, bool]:
             "state": WorkerState.BUSY,
         },
     )
-    return worker.state, True
+    _registered.add(worker_id)
+
+
+def _take(worker_id: str) -> Job | None:
+    try:
+        return take_next_job(worker_id)
+    except IntegrityError:  # the worker's row is gone (removed by hand): register it again
+        _registered.discard(worker_id)
+        ensure_registered(worker_id)
+        return take_next_job(worker_id)
 
 
 def run_next_job(drain_seconds: float = 0) -> str | None:
@@ -407,27 +400,22 @@ def run_next_job(drain_seconds: float = 0) -> str | None:
     same: every claim is one turn of the shared cycle. When the loop stops for the time
     limit or because this worker drains, a ticket goes out for whoever is free.
 
-    The worker's state is read before the first claim (a ticket that finds nothing costs
-    that one query) and again only when a later claim comes back empty: the claim itself
-    refuses a draining worker.
+    A ticket that finds nothing eligible costs one query that writes nothing; a worker
+    that is draining is refused by the claim, and hands the ticket on when jobs wait.
     """
     close_old_connections()
     worker_id = current_worker_id()
     began = time.monotonic()
     first = None
     try:
-        state, work = worker_state(worker_id)
+        ensure_registered(worker_id)
         while True:
-            if state == WorkerState.DRAINING:
-                if work:
-                    issue_ticket()  # this worker is stopping: hand the ticket to another
+            try:
+                job = _take(worker_id)
+            except WorkerDraining:
+                issue_ticket()  # this worker is stopping: hand the ticket to another
                 break
-            job = claim_next_job(worker_id) if work else None
             if job is None:
-                if first is not None:  # empty because this worker started draining?
-                    state, work = worker_state(worker_id)
-                    if state == WorkerState.DRAINING and work:
-                        issue_ticket()
                 break
             first = first or str(job.pk)
             try:

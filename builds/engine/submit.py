@@ -1,11 +1,14 @@
 """Submission: the one door every API uses to put a job in the queue."""
 
-from django.db import IntegrityError, transaction
+import contextlib
+
+from django.db import IntegrityError, connection, transaction
 
 from buildhub.errors import ServiceError
 from builds import registry
 from builds.choices import Tier
-from builds.engine.dispatch import issue_ticket
+from builds.engine.dispatch import wake_workers
+from builds.limits import timeout_limit_minutes
 from builds.models import Account, Job
 from builds.services import consume_monthly_build
 
@@ -22,9 +25,9 @@ class AccountBlocked(ServiceError):
 
 def resolve_timeout_seconds(account: Account, timeout_minutes) -> int:
     """The job's timeout: the account's effective limit unless a shorter one is asked for."""
-    limits = account.effective_limits()
+    limit = timeout_limit_minutes(account)
     if timeout_minutes is None:
-        return limits.timeout_seconds
+        return limit * 60
     if isinstance(timeout_minutes, bool) or not isinstance(timeout_minutes, int):
         raise ServiceError(
             "timeout_minutes must be a whole number of minutes.",
@@ -34,14 +37,14 @@ def resolve_timeout_seconds(account: Account, timeout_minutes) -> int:
         raise ServiceError(
             "timeout_minutes must be at least 1.", fields={"timeout_minutes": "at least 1"}
         )
-    if timeout_minutes > limits.timeout_minutes:
+    if timeout_minutes > limit:
         tier = Tier(account.tier).label
         raise ServiceError(
             f"timeout_minutes {timeout_minutes} exceeds this account's limit of "
-            f"{limits.timeout_minutes} minutes ({tier} tier, maximum "
-            f"{limits.tier_max_timeout_minutes} with add-ons).",
+            f"{limit} minutes ({tier} tier, maximum "
+            f"{account.tier_spec.max_timeout_minutes} with add-ons).",
             code="timeout_limit",
-            fields={"timeout_minutes": f"at most {limits.timeout_minutes}"},
+            fields={"timeout_minutes": f"at most {limit}"},
         )
     return timeout_minutes * 60
 
@@ -84,8 +87,12 @@ def submit_job(
     for check in registry.submission_checks():
         check(account=account, kind=kind, params=params or {}, request_meta=request_meta or {})
     timeout_seconds = resolve_timeout_seconds(account, timeout_minutes)
+    # A build's quota count and its job commit together; a job that counts nothing is one
+    # INSERT that commits by itself (in a savepoint inside a caller's transaction).
+    together = job_kind.counts_as_build or connection.in_atomic_block
+    held = transaction.atomic() if together else contextlib.nullcontext()
     try:
-        with transaction.atomic():
+        with held:
             if job_kind.counts_as_build:
                 consume_monthly_build(account)
             job = Job.objects.create(
@@ -99,7 +106,7 @@ def submit_job(
                 submitted_by=submitted_by[:150],
                 stage="Queued",
             )
-            transaction.on_commit(issue_ticket)
+            transaction.on_commit(wake_workers)
     except IntegrityError:
         if not idempotency_key:
             raise

@@ -36,7 +36,10 @@ class Job(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=64)
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="jobs")
+    # No index of its own: job_account_recent starts with the account.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="jobs", db_index=False
+    )
     priority_class = models.CharField(max_length=2, choices=PriorityClass.choices)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0)
@@ -53,8 +56,15 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Looked up only among running jobs (job_running_by_account): an index of its own would
+    # be written by every claim and finish.
     worker = models.ForeignKey(
-        Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+        Worker,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+        db_index=False,
     )
     lease_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -86,17 +96,15 @@ class Job(models.Model):
                 "priority_class",
                 models.F("run_now").desc(),
                 "created_at",
+                "id",  # the claim's whole order: its scan stops at the first row it may take
                 name="job_queued_claim_order",
                 condition=models.Q(status=JobStatus.QUEUED),
             ),
+            # Running jobs, few at any time: per account for the claim, all of them for the
+            # reaper and the worker pages.
             models.Index(
                 fields=["account", "status"],
                 name="job_running_by_account",
-                condition=models.Q(status=JobStatus.RUNNING),
-            ),
-            models.Index(
-                fields=["lease_expires_at"],
-                name="job_running_lease",
                 condition=models.Q(status=JobStatus.RUNNING),
             ),
             models.Index(fields=["account", "-created_at"], name="job_account_recent"),
@@ -114,7 +122,8 @@ class Job(models.Model):
 
 
 class JobLog(models.Model):
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="logs")
+    # No index of its own: joblog_unique_job_seq starts with the job.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="logs", db_index=False)
     seq = models.PositiveIntegerField()
     ts = models.DateTimeField()
     level = models.CharField(max_length=8, choices=LogLevel.choices, default=LogLevel.INFO)

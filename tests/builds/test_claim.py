@@ -8,6 +8,7 @@ from builds.choices import JobStatus
 from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
 from builds.fairness import CYCLE
+from builds.limits import concurrency_limit
 from builds.models import EnterpriseLimit, FairnessCursor, Job
 from tests.builds.engine_helpers import queue_jobs, running, worker
 from tests.conftest import make_account
@@ -123,10 +124,13 @@ def test_claim_query_count_is_bounded(pro_account, django_assert_max_num_queries
     queue_jobs(make_account("free", "Free Two"), 2)
 
     FairnessCursor.objects.get_or_create(pk=1)  # as the migration leaves it
+    worker()
 
-    # PostgreSQL: the claim function. Elsewhere: savepoint, is the worker draining, cursor
-    # lock and advance, accounts at their limit, P0 (empty), P1, claim, release.
-    with django_assert_max_num_queries(1 if connection.vendor == "postgresql" else 8):
+    # PostgreSQL: the claim function, in a savepoint inside this test's transaction (a
+    # worker claims outside any). Elsewhere: savepoint, may a job start and is the worker
+    # draining (one query), cursor lock and advance, accounts at their limit, P0 (empty), P1,
+    # claim, release.
+    with django_assert_max_num_queries(1 + 2 if connection.vendor == "postgresql" else 8):
         claim_next_job("test-worker")
 
 
@@ -139,11 +143,16 @@ def test_an_empty_claim_commits_without_a_disk_sync_and_a_claim_durably(pro_acco
             return cursor.fetchone()[0]
 
     FairnessCursor.objects.get_or_create(pk=1)
+    worker()
+    limit = concurrency_limit(pro_account)
+    queue_jobs(pro_account, limit + 1)
+    for _ in range(limit):
+        claim_next_job("test-worker")
     position = FairnessCursor.objects.get(pk=1).position
-    with transaction.atomic():
+    with transaction.atomic():  # a job waits, but its account is at its limit
         assert claim_next_job("test-worker") is None
         assert synchronous_commit() == "off"  # only the slot went back
-    queue_jobs(pro_account, 1)
+    queue_jobs(make_account("pro", "Other Pro"), 1)
     with transaction.atomic():
         assert claim_next_job("test-worker") is not None
         assert synchronous_commit() == "on"

@@ -5,7 +5,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from builds.choices import AddOnKind, PriorityClass, Tier
+from builds.limits import timeout_limit_minutes
 from builds.models import EnterpriseLimit, TimeoutAddOn
+from builds.tiers import TIERS
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.django_db
@@ -60,6 +62,19 @@ def test_addons_raise_timeout_up_to_the_tier_max(tier, addons, timeout):
 
     assert limits.timeout_minutes == timeout
     assert limits.addon_minutes == sum({"recurring_monthly": 5, "permanent": 10}[k] for k in addons)
+    assert timeout_limit_minutes(account) == timeout  # what a submission is allowed
+
+
+@pytest.mark.parametrize(("tier", "queries"), [(Tier.FREE, 0), (Tier.STARTER, 1), (Tier.PRO, 1)])
+def test_a_submission_reads_the_addons_only_when_they_can_raise_the_timeout(
+    tier, queries, django_assert_num_queries
+):
+    account = make_account(tier)
+    TimeoutAddOn.objects.create(account=account, kind=AddOnKind.PERMANENT)
+    account = type(account).objects.get(pk=account.pk)
+
+    with django_assert_num_queries(queries):
+        assert timeout_limit_minutes(account) == TIERS[tier].max_timeout_minutes
 
 
 def test_inactive_and_ended_addons_do_not_count(starter_account):
@@ -77,8 +92,10 @@ def test_inactive_and_ended_addons_do_not_count(starter_account):
     )
 
     assert starter_account.effective_limits(now).timeout_minutes == 15
+    assert timeout_limit_minutes(starter_account, now) == 15
     after_end = ending_later.ended_at + dt.timedelta(seconds=1)
     assert starter_account.effective_limits(after_end).timeout_minutes == 10
+    assert timeout_limit_minutes(starter_account, after_end) == 10
 
 
 # override fields, expected (timeout, concurrent, bundle MB)
@@ -99,6 +116,7 @@ def test_enterprise_overrides(enterprise_account, override, expected):
     limits = enterprise_account.effective_limits()
 
     assert (limits.timeout_minutes, limits.max_concurrent, limits.max_bundle_mb) == expected
+    assert timeout_limit_minutes(enterprise_account) == expected[0]
     assert limits.builds_per_month is None
 
 
@@ -107,9 +125,11 @@ def test_enterprise_override_then_addons_stay_under_the_tier_max(enterprise_acco
     TimeoutAddOn.objects.create(account=enterprise_account, kind=AddOnKind.RECURRING_MONTHLY)
     enterprise_account.refresh_from_db()
     assert enterprise_account.effective_limits().timeout_minutes == 25
+    assert timeout_limit_minutes(enterprise_account) == 25
 
     TimeoutAddOn.objects.create(account=enterprise_account, kind=AddOnKind.PERMANENT)
     assert enterprise_account.effective_limits().timeout_minutes == 30
+    assert timeout_limit_minutes(enterprise_account) == 30
 
 
 def test_overrides_only_apply_to_enterprise_accounts(enterprise_account):

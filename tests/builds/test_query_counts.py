@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
-from builds.engine.runner import current_worker_id, run_next_job
+from builds.engine.runner import run_next_job
 from builds.models import Job, JobLog
 from tests.builds.engine_helpers import queue_jobs, worker
 from tests.conftest import make_account
@@ -33,9 +33,10 @@ def test_claim_on_a_full_queue_takes_one_call_on_postgresql_and_five_queries_els
     full_queue, django_assert_num_queries
 ):
     # PostgreSQL: the claim function, in one statement of its own. Elsewhere, in a
-    # transaction: is the worker draining, the cursor locked and advanced (UPDATE ...
-    # RETURNING), the accounts at their limit with their running counts, the candidate row
-    # with its account and the database's clock, the conditional UPDATE.
+    # transaction: may a job start and is the worker draining (one query), the cursor locked
+    # and advanced (UPDATE ... RETURNING), the accounts at their limit with their running
+    # counts, the candidate row with its account and the database's clock, the conditional
+    # UPDATE.
     with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2 + 5):
         job = claim_next_job("test-worker")
 
@@ -102,11 +103,11 @@ def test_progress_takes_two_queries_and_the_transaction(full_queue, django_asser
 
 
 def test_a_ticket_that_finds_nothing_eligible_takes_one_query(db, django_assert_num_queries):
-    worker(current_worker_id())
     queue_jobs(make_account("pro", "Waiting"), 1)
     Job.objects.update(not_before=timezone.now() + dt.timedelta(hours=1))  # in backoff
-    connection.ensure_connection()
+    assert run_next_job() is None  # the first ticket of a process registers its worker
 
-    # the worker's state and whether any job may be eligible, in one query: no transaction
-    with django_assert_num_queries(1):
+    # PostgreSQL: the claim function, which finds nothing that could start and only looked.
+    # Elsewhere, in a transaction: whether any queued job could start.
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2 + 1):
         assert run_next_job() is None

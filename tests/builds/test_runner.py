@@ -16,20 +16,20 @@ from buildhub.errors import ServiceError
 from builds import registry
 from builds.choices import JobStatus
 from builds.engine import events, lifecycle
-from builds.engine.claim import claim_next_job, eligible_jobs
+from builds.engine.claim import WorkerDraining, claim_next_job, take_next_job
 from builds.engine.dispatch import tickets_waiting
 from builds.engine.runner import (
     WORKSPACE_PREFIX,
     current_worker_id,
+    ensure_registered,
     execute_claimed,
     installation_key,
     run_next_job,
     sweep_workspaces,
-    worker_state,
     workspace_root,
 )
 from builds.engine.workers import reap_expired_leases
-from builds.models import Job, JobLog, Worker
+from builds.models import FairnessCursor, Job, JobLog, Worker
 from tests.builds.engine_helpers import queue_jobs, worker
 from tests.conftest import make_account
 
@@ -378,32 +378,56 @@ def test_workspaces_of_another_installation_are_left_alone(settings):
         shutil.rmtree(foreign.parent)
 
 
-def test_the_tickets_state_read_sees_exactly_the_eligible_jobs(account):
+def test_a_claim_that_finds_nothing_that_could_start_takes_no_slot_and_writes_nothing(account):
     worker_id = current_worker_id()
-    assert worker_state(worker_id) == ("busy", True)  # registers this process's worker
-    seen = []
-
-    def look():
-        state, work = worker_state(worker_id)
-        assert work == eligible_jobs().exists()
-        seen.append(work)
-
-    look()  # nothing queued
+    ensure_registered(worker_id)
+    cursor = FairnessCursor.objects.get_or_create(pk=1)[0]  # a flush removes the first one
     job = queue_jobs(account, 1, kind="diagnostic.noop", params={})[0]
-    look()
+
+    def unclaimed():
+        assert claim_next_job(worker_id) is None
+        assert FairnessCursor.objects.get(pk=1).position == cursor.position
+        return reload(job).status
+
     Job.objects.filter(pk=job.pk).update(not_before=timezone.now() + dt.timedelta(hours=1))
-    look()  # backing off
-    Job.objects.filter(pk=job.pk).update(not_before=timezone.now() - dt.timedelta(seconds=1))
-    look()
+    assert unclaimed() == JobStatus.QUEUED  # backing off
+    Job.objects.filter(pk=job.pk).update(not_before=None)
     account.blocked = True
     account.save(update_fields=["blocked"])
-    look()
+    assert unclaimed() == JobStatus.QUEUED  # its account is blocked
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.CANCELLED)
     account.blocked = False
     account.save(update_fields=["blocked"])
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
-    look()
+    assert unclaimed() == JobStatus.CANCELLED  # nothing queued
 
-    assert seen == [False, True, False, True, False, False]
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.QUEUED)
+    assert claim_next_job(worker_id).pk == job.pk  # and once it could start, it is taken
+    assert FairnessCursor.objects.get(pk=1).position == cursor.position + 1
+
+
+def test_a_draining_worker_is_refused_and_told_apart_from_an_empty_queue(account):
+    worker_id = current_worker_id()
+    ensure_registered(worker_id)
+    Worker.objects.filter(pk=worker_id).update(state="draining")
+
+    assert take_next_job(worker_id) is None  # nothing queued: nothing to hand on
+    job = queue_jobs(account, 1, kind="diagnostic.noop", params={})[0]
+    with pytest.raises(WorkerDraining):
+        take_next_job(worker_id)  # a job waits: another worker must take it
+    assert claim_next_job(worker_id) is None
+    assert reload(job).status == JobStatus.QUEUED
+
+
+def test_a_ticket_registers_a_worker_whose_row_is_gone(account):
+    worker_id = current_worker_id()
+    ensure_registered(worker_id)
+    Worker.objects.filter(pk=worker_id).delete()  # removed by hand; this process remembers it
+    job = queue_jobs(account, 1, kind="diagnostic.noop", params={})[0]
+
+    assert run_next_job() == str(job.pk)
+
+    assert reload(job).status == JobStatus.SUCCEEDED
+    assert Worker.objects.filter(pk=worker_id).exists()
 
 
 def test_a_ticket_runs_jobs_one_after_another_until_none_is_eligible(account):
