@@ -66,7 +66,9 @@ def test_database_url_gives_persistent_psycopg_connections():
     assert db["CONN_MAX_AGE"] == 60
     assert db["CONN_HEALTH_CHECKS"] is True
     assert db["OPTIONS"] == {"sslmode": "require"}
-    typed = database_from_url("postgres://db/x?prepare_threshold=5&sslmode=disable&x=TRUE", 0)
+    typed = database_from_url(
+        "postgres://db/x?prepare_threshold=5&sslmode=disable&x=TRUE", conn_max_age=0
+    )
     assert typed["OPTIONS"] == {"prepare_threshold": 5, "sslmode": "disable", "x": True}
     with pytest.raises(ImproperlyConfigured, match="postgres://"):
         database_from_url("mysql://db/x", conn_max_age=0)
