@@ -58,23 +58,37 @@ def bare_task_rate(ctx, client, count: int) -> float:
     return count / elapsed
 
 
+def unfinished(account) -> bool:
+    """Whether any of the account's jobs waits or runs: a look at the two small partial
+    indexes, so that watching costs the machine under test next to nothing (counting the
+    succeeded ones among a thousand ids every 20 ms took a noticeable share of its CPU)."""
+    jobs = Job.objects.filter(account=account)
+    return (
+        jobs.filter(status=JobStatus.QUEUED).exists()
+        or jobs.filter(status=JobStatus.RUNNING).exists()
+    )
+
+
+def all_succeeded(ids) -> None:
+    failed = Job.objects.filter(pk__in=ids).exclude(status=JobStatus.SUCCEEDED).count()
+    if failed:
+        raise RuntimeError(f"{failed} no-op jobs did not succeed")
+
+
 def job_rate(ctx, account, count: int) -> float:
     began = time.perf_counter()
     ids = [
         submit_job(account, "diagnostic.noop", {}, staff=True, submitted_by="bench")[0].pk
         for _ in range(count)
     ]
-    jobs = Job.objects.filter(pk__in=ids)
     wait_until(
-        lambda: jobs.filter(status=JobStatus.SUCCEEDED).count() == count,
+        lambda: not unfinished(account),
         seconds=120 + count / 2,
         what="no-op jobs to succeed",
         poll=0.02,
     )
     elapsed = time.perf_counter() - began
-    failed = jobs.exclude(status=JobStatus.SUCCEEDED).count()
-    if failed:
-        raise RuntimeError(f"{failed} no-op jobs did not succeed")
+    all_succeeded(ids)
     ctx.log(f"(b) {count} no-op jobs in {elapsed:.2f}s")
     return count / elapsed
 
@@ -85,16 +99,16 @@ def drain_rate(ctx, account, count: int) -> float:
     wait_until(lambda: ticket_broker().queue_size() == 0, seconds=60, what="spare tickets")
     time.sleep(1)  # the ones the cluster has taken already
     ids = [job.pk for job in fill_queue([account], per_account=count)]
-    jobs = Job.objects.filter(pk__in=ids)
     began = time.perf_counter()
     issue_ticket(count)
     wait_until(
-        lambda: jobs.filter(status=JobStatus.SUCCEEDED).count() == count,
+        lambda: not unfinished(account),
         seconds=120 + count / 2,
         what="queued no-op jobs to succeed",
         poll=0.02,
     )
     elapsed = time.perf_counter() - began
+    all_succeeded(ids)
     ctx.log(f"(b2) {count} queued no-op jobs in {elapsed:.2f}s")
     return count / elapsed
 
