@@ -91,20 +91,23 @@ class _PushLoop:
 _push_loop = _PushLoop()
 
 
-def push(job_id, message: dict) -> None:
-    """Send one event to the job's websocket group; a Redis outage only costs live updates."""
-    if DEFAULT_CHANNEL_LAYER not in channel_layers.configs:
+def push(job_id, *messages: dict) -> None:
+    """Send events to the job's websocket group, in order; one look first whether anyone
+    watches it. A Redis outage only costs live updates."""
+    if not messages or DEFAULT_CHANNEL_LAYER not in channel_layers.configs:
         return
     group = job_group(job_id)
     try:
         if _push_loop.watched(group):
-            _push_loop.send(group, {"type": "job.event", **message})
+            for message in messages:
+                _push_loop.send(group, {"type": "job.event", **message})
     except Exception:  # noqa: BLE001 - clients resync from the database on reconnect
-        logger.warning("could not push %s for job %s", message.get("event"), job_id, exc_info=True)
+        events = ", ".join(sorted({message.get("event", "?") for message in messages}))
+        logger.warning("could not push %s for job %s", events, job_id, exc_info=True)
 
 
-def push_on_commit(job_id, message: dict) -> None:
-    transaction.on_commit(lambda: push(job_id, message))
+def push_on_commit(job_id, *messages: dict) -> None:
+    transaction.on_commit(lambda: push(job_id, *messages))
 
 
 def status_message(job) -> dict:

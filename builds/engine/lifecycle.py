@@ -15,7 +15,7 @@ from django.db.models.functions import Now
 from buildhub.errors import ServiceError
 from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus
 from builds.engine import events
-from builds.engine.logs import push_stored_lines, store_lines
+from builds.engine.logs import store_lines, stored_line_messages
 from builds.fairness import backoff_seconds
 from builds.models import Job
 
@@ -50,7 +50,10 @@ def _announce(job_id, outcome: str, lines: list[tuple] = ()) -> Job:
     return job
 
 
-def _notify_on_commit(job: Job, outcome: str, account_slug: str) -> None:
+def _notify_on_commit(job: Job, outcome: str, account_slug: str, lines: list[dict] = ()) -> None:
+    """On commit: the outcome's log line, the push of ``lines`` (log events) and the new
+    state, and the signals."""
+
     def notify():
         logger.info(
             "job %s id=%s kind=%s account=%s status=%s attempts=%s/%s",
@@ -62,7 +65,7 @@ def _notify_on_commit(job: Job, outcome: str, account_slug: str) -> None:
             job.attempts,
             job.max_attempts,
         )
-        events.push(job.pk, events.status_message(job))
+        events.push(job.pk, *lines, events.status_message(job))
         if job.status == JobStatus.SUCCEEDED:
             events.job_completed.send(sender=Job, job=job, outcome=outcome)
         elif job.status in TERMINAL_STATES:
@@ -140,8 +143,8 @@ def succeed_job(job_id, lease_token, result=None, *, lines: list[tuple] = ()) ->
     )
     if job is None:
         return None
-    push_stored_lines(job.pk, job.log_seq, lines)
-    _notify_on_commit(job, "succeeded", job.account_slug)
+    stored = stored_line_messages(job.pk, job.log_seq, lines)
+    _notify_on_commit(job, "succeeded", job.account_slug, stored)
     return job
 
 

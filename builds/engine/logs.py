@@ -61,14 +61,12 @@ def store_lines(job_id, last: int, lines: list[tuple]) -> None:
     their count in this transaction) and push them on commit."""
     entries = numbered(job_id, last, lines)
     JobLog.objects.bulk_create(entries)
-    for entry in entries:
-        push_on_commit(job_id, log_message(entry))
+    push_on_commit(job_id, *(log_message(entry) for entry in entries))
 
 
-def push_stored_lines(job_id, last: int, lines: list[tuple]) -> None:
-    """Push on commit ``lines`` the caller stored numbered up to ``last``."""
-    for entry in numbered(job_id, last, lines):
-        push_on_commit(job_id, log_message(entry))
+def stored_line_messages(job_id, last: int, lines: list[tuple]) -> list[dict]:
+    """The events of ``lines`` the caller stored numbered up to ``last``."""
+    return [log_message(entry) for entry in numbered(job_id, last, lines)]
 
 
 def log_message(entry: JobLog) -> dict:

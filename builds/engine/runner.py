@@ -243,45 +243,99 @@ class JobContext:
         return returncode
 
 
-class Monitor(threading.Thread):
-    """Renews the lease and watches for cancel, drain and timeout while the job runs."""
+class _Watch:
+    """The monitor's state for one running job."""
 
     def __init__(self, context: JobContext):
-        super().__init__(daemon=True, name=f"monitor-{context.job.pk}")
+        now = time.monotonic()
         self.context = context
-        self.done = threading.Event()
+        self.next_look = now + settings.JOB_POLL_SECONDS
+        self.next_renewal = now + settings.JOB_HEARTBEAT_SECONDS
+        # Until when the lease surely holds (the claim set it just before): renewals that
+        # fail because the database is briefly away are retried until one heartbeat before.
+        self.held_until = now + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
+
+
+class Monitor(threading.Thread):
+    """This process's monitor: every ``JOB_POLL_SECONDS`` it looks at each job running here,
+    renews its lease when due and watches for cancel, drain and timeout.
+
+    One thread for the process's life rather than one per job: a job too short to be
+    looked at costs no thread.
+    """
+
+    def __init__(self):
+        super().__init__(daemon=True, name="job-monitor")
+        self._changed = threading.Condition()
+        self._watches: dict[int, _Watch] = {}
+        self._looking: JobContext | None = None
+
+    def add(self, context: JobContext) -> None:
+        with self._changed:
+            self._watches[id(context)] = _Watch(context)
+            self._changed.notify_all()
+
+    def remove(self, context: JobContext) -> None:
+        """Stop watching ``context``; once this returns, no look at it is under way."""
+        with self._changed:
+            self._watches.pop(id(context), None)
+            while self._looking is context:
+                self._changed.wait()
 
     def run(self):
-        context = self.context
-        job_id = context.job.pk
-        next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
-        # Until when the lease surely holds (the claim set it just before): renewals that fail
-        # because the database is briefly away are retried until one heartbeat before that.
-        held_until = time.monotonic() + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
-        try:
-            while not self.done.wait(settings.JOB_POLL_SECONDS):
-                renewing_at = time.monotonic()
-                renew = renewing_at >= next_renewal
+        while True:
+            for watch in self._due():
+                with self._changed:
+                    if id(watch.context) not in self._watches:
+                        continue  # the job ended meanwhile
+                    self._looking = watch.context
                 try:
-                    self.watch(context, renew=renew)
-                except DatabaseError:
-                    connection.close()
-                    renew = False  # not renewed: try again at the next poll
-                    if time.monotonic() >= held_until:
-                        logger.warning("job %s: lease not renewed in time; stopping", job_id)
-                        context.stop(StopReason.LEASE_LOST)
-                if time.monotonic() >= context.deadline:
-                    context.stop(StopReason.TIMED_OUT)
-                if renew:
-                    held_until = (
-                        renewing_at + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
+                    self._look(watch)
+                except Exception:  # noqa: BLE001 - a failing look must not leave a job unwatched
+                    logger.exception(
+                        "monitor of job %s failed; stopping the job", watch.context.job.pk
                     )
-                    next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
-        except Exception:  # noqa: BLE001 - a monitor that dies must not leave a job unwatched
-            logger.exception("monitor of job %s failed; stopping the job", job_id)
-            context.stop(StopReason.LEASE_LOST)
-        finally:
+                    watch.context.stop(StopReason.LEASE_LOST)
+                    connection.close()
+                finally:
+                    watch.next_look = time.monotonic() + settings.JOB_POLL_SECONDS
+                    with self._changed:
+                        self._looking = None
+                        self._changed.notify_all()
+
+    def _due(self) -> list[_Watch]:
+        """Wait until at least one job is due for a look; returns those that are."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                due = [watch for watch in self._watches.values() if watch.next_look <= now]
+                if due:
+                    return due
+                if not self._watches:
+                    connection.close()  # nothing to watch: hold no database connection
+                    self._changed.wait()
+                    continue
+                self._changed.wait(min(watch.next_look for watch in self._watches.values()) - now)
+
+    def _look(self, watch: _Watch) -> None:
+        context = watch.context
+        renewing_at = time.monotonic()
+        renew = renewing_at >= watch.next_renewal
+        try:
+            self.watch(context, renew=renew)
+        except DatabaseError:
             connection.close()
+            renew = False  # not renewed: try again at the next look
+            if time.monotonic() >= watch.held_until:
+                logger.warning("job %s: lease not renewed in time; stopping", context.job.pk)
+                context.stop(StopReason.LEASE_LOST)
+        if time.monotonic() >= context.deadline:
+            context.stop(StopReason.TIMED_OUT)
+        if renew:
+            watch.held_until = (
+                renewing_at + settings.JOB_LEASE_SECONDS - settings.JOB_HEARTBEAT_SECONDS
+            )
+            watch.next_renewal = time.monotonic() + settings.JOB_HEARTBEAT_SECONDS
 
     def watch(self, context: "JobContext", renew: bool) -> None:
         """One look at the job's row: lease, cancel, drain; renew the lease when due."""
@@ -300,6 +354,21 @@ class Monitor(threading.Thread):
             context.stop(StopReason.LEASE_LOST)
         if context.stop_reason != StopReason.LEASE_LOST:
             context.logs.flush()
+
+
+_monitors: dict[int, Monitor] = {}
+_monitors_lock = threading.Lock()
+
+
+def process_monitor() -> Monitor:
+    """This process's monitor thread, started on first use (after a fork, anew)."""
+    with _monitors_lock:
+        monitor = _monitors.get(os.getpid())
+        if monitor is None or not monitor.is_alive():
+            _monitors.clear()
+            monitor = _monitors[os.getpid()] = Monitor()
+            monitor.start()
+        return monitor
 
 
 def _finish(context: JobContext, result, error: str, retryable: bool) -> None:
@@ -328,8 +397,8 @@ def execute_claimed(job: Job) -> None:
     kind = registry.get_kind(job.kind)
     workspace = make_workspace(job)
     context = JobContext(job, workspace)
-    monitor = Monitor(context)
-    monitor.start()
+    monitor = process_monitor()
+    monitor.add(context)
     result, error, retryable = None, "", False
     try:
         if kind is None:
@@ -347,8 +416,7 @@ def execute_claimed(job: Job) -> None:
         error = f"{type(failure).__name__}: {failure}"
         context.log(traceback.format_exc(), LogLevel.ERROR)
     finally:
-        monitor.done.set()
-        monitor.join()
+        monitor.remove(context)
         try:
             _finish(context, result, error, retryable)
         finally:
