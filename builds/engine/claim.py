@@ -11,6 +11,7 @@ from django.db.models.functions import Now
 
 from builds.choices import JobStatus, Tier, WorkerState
 from builds.engine import events
+from builds.engine.rows import fetch_jobs
 from builds.fairness import CLASSES_BY_RANK, CYCLE, serve_order
 from builds.limits import concurrency_limit
 from builds.models import Account, FairnessCursor, Job, Worker
@@ -109,26 +110,29 @@ _TIER_NAMES = list(TIERS)
 _TIER_LIMITS = [spec.max_concurrent for spec in TIERS.values()]
 
 
+_CLAIM_SQL = (
+    "SELECT * FROM buildhub_claim_job("
+    "%s, %s::uuid, %s, %s::text[], %s::text[], %s::text[], %s::integer[], %s)"
+)
+
+
 def _claim_in_database(worker_id: str) -> Job | None:
-    claimed = Job.objects.raw(
-        "SELECT * FROM buildhub_claim_job("
-        "%s, %s::uuid, %s, %s::text[], %s::text[], %s::text[], %s::integer[], %s)",
-        [
-            worker_id,
-            uuid.uuid4(),
-            settings.JOB_LEASE_SECONDS,
-            list(CYCLE),
-            list(CLASSES_BY_RANK),
-            _TIER_NAMES,
-            _TIER_LIMITS,
-            Tier.ENTERPRISE.value,
-        ],
-    )
+    params = [
+        worker_id,
+        uuid.uuid4(),
+        settings.JOB_LEASE_SECONDS,
+        list(CYCLE),
+        list(CLASSES_BY_RANK),
+        _TIER_NAMES,
+        _TIER_LIMITS,
+        Tier.ENTERPRISE.value,
+    ]
     # Inside a transaction, a refusal must not end it: a savepoint holds the call then.
     held = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     try:
         with held:
-            return next(iter(claimed), None)
+            claimed = fetch_jobs(_CLAIM_SQL, params)
+            return claimed[0] if claimed else None
     except DatabaseError as error:
         if getattr(error.__cause__, "sqlstate", None) == DRAINING_SQLSTATE:
             raise WorkerDraining(worker_id) from error

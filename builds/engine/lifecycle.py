@@ -16,6 +16,7 @@ from buildhub.errors import ServiceError
 from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus
 from builds.engine import events
 from builds.engine.logs import store_lines, stored_line_messages
+from builds.engine.rows import fetch_jobs
 from builds.fairness import backoff_seconds
 from builds.models import Job
 
@@ -121,28 +122,24 @@ def succeed_job(job_id, lease_token, result=None, *, lines: list[tuple] = ()) ->
     if connection.vendor != "postgresql":
         return _succeed_with_queries(job_id, lease_token, result, lines=lines)
     result_value = Job._meta.get_field("result").get_db_prep_save(result, connection)
-    job = next(
-        iter(
-            Job.objects.raw(
-                _SUCCEED_SQL,
-                [
-                    JobStatus.SUCCEEDED.value,
-                    result_value,
-                    len(lines),
-                    job_id,
-                    JobStatus.RUNNING.value,
-                    lease_token,
-                    len(lines),
-                    [ts for ts, _, _ in lines],
-                    [level for _, level, _ in lines],
-                    [message for _, _, message in lines],
-                ],
-            )
-        ),
-        None,
+    finished = fetch_jobs(
+        _SUCCEED_SQL,
+        [
+            JobStatus.SUCCEEDED.value,
+            result_value,
+            len(lines),
+            job_id,
+            JobStatus.RUNNING.value,
+            lease_token,
+            len(lines),
+            [ts for ts, _, _ in lines],
+            [level for _, level, _ in lines],
+            [message for _, _, message in lines],
+        ],
     )
-    if job is None:
+    if not finished:
         return None
+    job = finished[0]
     stored = stored_line_messages(job.pk, job.log_seq, lines)
     _notify_on_commit(job, "succeeded", job.account_slug, stored)
     return job
