@@ -183,6 +183,10 @@ DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diag
 # (then it sends a ticket on); well below Q_CLUSTER["timeout"], which would kill it. 0: one
 # job per ticket.
 JOB_DRAIN_SECONDS = float(env_str("JOB_DRAIN_SECONDS", "30"))
+# PostgreSQL: the claim and the finish run as prepared statements on each connection (parsed
+# and planned once). Turn off behind a pooler that cannot keep them (PgBouncer in
+# transaction mode before 1.21, or without max_prepared_statements).
+JOB_PREPARED_STATEMENTS = env_bool("JOB_PREPARED_STATEMENTS", True)
 
 RATELIMIT_USE_CACHE = "default"
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")

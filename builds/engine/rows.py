@@ -1,10 +1,13 @@
-"""Job rows from the engine's own SQL as Job instances, as ``Job.objects.raw`` builds them.
+"""The engine's hot statements: run as prepared statements, their rows built into Jobs.
 
-``raw`` works out again on every call which column feeds which field and which converters
-apply (about a tenth of a millisecond for the job table's 26 columns). The engine's hot
-statements always return the same columns, so that plan is made once per column list.
+On PostgreSQL each statement is prepared once per connection (server-side binding): the
+server parses and plans it once instead of on every call, and the driver sends the values
+apart instead of quoting them into the text. The rows become Job instances as
+``Job.objects.raw`` builds them, with the plan of which column feeds which field (and which
+converters apply) made once per statement instead of on every call.
 """
 
+from django.conf import settings
 from django.db import connection
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.models.sql.query import Query
@@ -14,20 +17,21 @@ from builds.models import Job
 _plans: dict[tuple, tuple] = {}
 
 
-def _plan(columns: tuple[str, ...]) -> tuple:
+def _plan(sql: str, description) -> tuple:
     """Field names and positions to build a Job from, the converters of each position and
     the extra columns to set as attributes."""
-    key = (connection.alias, connection.vendor, columns)
+    key = (connection.alias, connection.vendor, sql)
     if key not in _plans:
+        columns = [column[0] for column in description]
         fields_by_column = {field.column: field for field in Job._meta.concrete_fields}
         position_of = {column: position for position, column in enumerate(columns)}
         # Model.from_db takes the values in the model's field order.
         returned = [f for f in Job._meta.concrete_fields if f.column in position_of]
         names = [field.attname for field in returned]
-        positions = [position_of[field.column] for field in returned]
-        extras = [(c, p) for c, p in position_of.items() if c not in fields_by_column]
         if Job._meta.pk.attname not in names:
             raise ValueError("the statement must return the job's primary key")
+        positions = [position_of[field.column] for field in returned]
+        extras = [(c, p) for c, p in position_of.items() if c not in fields_by_column]
         cols = [
             fields_by_column[column].get_col(Job._meta.db_table)
             if column in fields_by_column
@@ -39,15 +43,49 @@ def _plan(columns: tuple[str, ...]) -> tuple:
     return _plans[key]
 
 
+def _prepared_cursor_class():
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparedCursor(ServerBindingCursor):
+        def execute(self, query, params=None, *, prepare=None, binary=None):
+            return super().execute(query, params, prepare=True, binary=binary)
+
+    return PreparedCursor
+
+
+_PreparedCursor = None
+# psycopg prepares nothing while a connection's threshold is None, even when asked; with
+# this one it prepares only the statements that ask (Django's own cursors never do).
+ONLY_WHEN_ASKED = 2**31 - 1
+
+
+def _cursor():
+    """On PostgreSQL a cursor whose statements are prepared (unless JOB_PREPARED_STATEMENTS
+    is off), wrapped as Django wraps its own (query logging and counting see it);
+    elsewhere Django's cursor."""
+    global _PreparedCursor
+    if connection.vendor != "postgresql" or not settings.JOB_PREPARED_STATEMENTS:
+        return connection.cursor()
+    connection.cursor().close()  # Django's checks: connected, healthy, right thread
+    if _PreparedCursor is None:
+        _PreparedCursor = _prepared_cursor_class()
+    driver = connection.connection
+    if driver.prepare_threshold is None:  # Django's default: nothing prepared by itself
+        driver.prepare_threshold = ONLY_WHEN_ASKED
+    prepared = _PreparedCursor(driver)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(prepared)
+    return connection.make_cursor(prepared)
+
+
 def fetch_jobs(sql: str, params) -> list[Job]:
     """Run ``sql`` (rows of builds_job, perhaps with extra columns) on this connection."""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-        columns = tuple(column[0] for column in cursor.description)
-    if not rows:
-        return []
-    names, positions, extras, converters = _plan(columns)
+        if not rows:
+            return []
+        names, positions, extras, converters = _plan(sql, cursor.description)
     jobs = []
     for row in rows:
         values = list(row)

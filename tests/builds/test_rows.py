@@ -41,3 +41,33 @@ def test_a_statement_without_the_primary_key_is_refused(pro_account):
     queue_jobs(pro_account, 1)
     with pytest.raises(ValueError, match="primary key"):
         fetch_jobs("SELECT kind, status FROM builds_job", [])
+
+
+def prepared_like(sql: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", [sql[:20] + "%"]
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements")
+def test_on_postgresql_the_statement_is_prepared_once_per_connection(pro_account):
+    job = queue_jobs(pro_account, 1)[0]
+    before = prepared_like(SQL)
+
+    for _ in range(3):
+        assert fetch_jobs(SQL, [job.pk])[0].pk == job.pk
+
+    assert prepared_like(SQL) == before + 1  # the server parsed and planned it once
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements")
+def test_prepared_statements_can_be_turned_off_for_a_pooler(pro_account, settings):
+    settings.JOB_PREPARED_STATEMENTS = False
+    job = queue_jobs(pro_account, 1)[0]
+    sql = SQL.replace("'acme'", "'other'")
+
+    assert fetch_jobs(sql, [job.pk])[0].account_slug == "other"
+
+    assert prepared_like(sql) == 0
