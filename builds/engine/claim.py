@@ -106,27 +106,28 @@ def take_next_job(worker_id: str) -> Job | None:
     return job
 
 
-_TIER_NAMES = list(TIERS)
-_TIER_LIMITS = [spec.max_concurrent for spec in TIERS.values()]
+def _sql_array(values, kind: str) -> str:
+    """A constant of this module as an SQL array literal (names and numbers only)."""
+    items = [str(value) for value in values]
+    if not all(item.replace("_", "").isalnum() for item in items):
+        raise ValueError(f"not a plain name or number: {items}")
+    quoted = items if kind == "integer" else [f"'{item}'" for item in items]
+    return f"ARRAY[{', '.join(quoted)}]::{kind}[]"
 
 
+# The cycle, the classes and the tiers' limits are constants of this process, written into
+# the statement once: only the worker, the lease token and its length vary per call.
 _CLAIM_SQL = (
-    "SELECT * FROM buildhub_claim_job("
-    "%s, %s::uuid, %s, %s::text[], %s::text[], %s::text[], %s::integer[], %s)"
+    "SELECT * FROM buildhub_claim_job(%s, %s::uuid, %s, "
+    f"{_sql_array(CYCLE, 'text')}, {_sql_array(CLASSES_BY_RANK, 'text')}, "
+    f"{_sql_array(TIERS, 'text')}, "
+    f"{_sql_array([spec.max_concurrent for spec in TIERS.values()], 'integer')}, "
+    f"'{Tier.ENTERPRISE.value}')"
 )
 
 
 def _claim_in_database(worker_id: str) -> Job | None:
-    params = [
-        worker_id,
-        uuid.uuid4(),
-        settings.JOB_LEASE_SECONDS,
-        list(CYCLE),
-        list(CLASSES_BY_RANK),
-        _TIER_NAMES,
-        _TIER_LIMITS,
-        Tier.ENTERPRISE.value,
-    ]
+    params = [worker_id, uuid.uuid4(), settings.JOB_LEASE_SECONDS]
     # Inside a transaction, a refusal must not end it: a savepoint holds the call then.
     held = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     try:

@@ -8,7 +8,7 @@ converters apply) made once per statement instead of on every call.
 """
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.models.sql.query import Query
 
@@ -17,12 +17,13 @@ from builds.models import Job
 _plans: dict[tuple, tuple] = {}
 
 
-def _plan(sql: str, description) -> tuple:
+def _plan(db, sql: str, cursor) -> tuple:
     """Field names and positions to build a Job from, the converters of each position and
-    the extra columns to set as attributes."""
-    key = (connection.alias, connection.vendor, sql)
+    the extra columns to set as attributes (the cursor's description is read only to make
+    it: the driver builds it anew on every call)."""
+    key = (db.alias, db.vendor, sql)
     if key not in _plans:
-        columns = [column[0] for column in description]
+        columns = [column[0] for column in cursor.description]
         fields_by_column = {field.column: field for field in Job._meta.concrete_fields}
         position_of = {column: position for position, column in enumerate(columns)}
         # Model.from_db takes the values in the model's field order.
@@ -38,7 +39,7 @@ def _plan(sql: str, description) -> tuple:
             else None
             for column in columns
         ]
-        compiler = SQLCompiler(Query(Job), connection, connection.alias)
+        compiler = SQLCompiler(Query(Job), db, db.alias)
         _plans[key] = (names, positions, extras, compiler.get_converters(cols))
     return _plans[key]
 
@@ -59,40 +60,39 @@ _PreparedCursor = None
 ONLY_WHEN_ASKED = 2**31 - 1
 
 
-def _cursor():
+def _cursor(db):
     """On PostgreSQL a cursor whose statements are prepared (unless JOB_PREPARED_STATEMENTS
     is off), wrapped as Django wraps its own (query logging and counting see it);
     elsewhere Django's cursor."""
     global _PreparedCursor
-    if connection.vendor != "postgresql" or not settings.JOB_PREPARED_STATEMENTS:
-        return connection.cursor()
-    connection.cursor().close()  # Django's checks: connected, healthy, right thread
+    if db.vendor != "postgresql" or not settings.JOB_PREPARED_STATEMENTS:
+        return db.cursor()
+    db.cursor().close()  # Django's checks: connected, healthy, right thread
     if _PreparedCursor is None:
         _PreparedCursor = _prepared_cursor_class()
-    driver = connection.connection
+    driver = db.connection
     if driver.prepare_threshold is None:  # Django's default: nothing prepared by itself
         driver.prepare_threshold = ONLY_WHEN_ASKED
     prepared = _PreparedCursor(driver)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(prepared)
-    return connection.make_cursor(prepared)
+    return db.make_debug_cursor(prepared) if db.queries_logged else db.make_cursor(prepared)
 
 
 def fetch_jobs(sql: str, params) -> list[Job]:
     """Run ``sql`` (rows of builds_job, perhaps with extra columns) on this connection."""
-    with _cursor() as cursor:
+    db = connections[DEFAULT_DB_ALIAS]  # this thread's, looked up once
+    with _cursor(db) as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
         if not rows:
             return []
-        names, positions, extras, converters = _plan(sql, cursor.description)
+        names, positions, extras, converters = _plan(db, sql, cursor)
     jobs = []
     for row in rows:
         values = list(row)
         for position, (converter_list, expression) in converters.items():
             for converter in converter_list:
-                values[position] = converter(values[position], expression, connection)
-        job = Job.from_db(connection.alias, names, [values[position] for position in positions])
+                values[position] = converter(values[position], expression, db)
+        job = Job.from_db(db.alias, names, [values[position] for position in positions])
         for column, position in extras:
             setattr(job, column, values[position])
         jobs.append(job)

@@ -8,6 +8,7 @@ nothing more is written.
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -68,7 +69,11 @@ class StopReason:
 def installation_key() -> str:
     """Names this installation by its database: jobs of one database share a workspace root."""
     db = connections["default"].settings_dict
-    identity = f"{db['ENGINE']}:{db.get('HOST', '')}:{db.get('PORT', '')}:{db['NAME']}"
+    return _key_of(f"{db['ENGINE']}:{db.get('HOST', '')}:{db.get('PORT', '')}:{db['NAME']}")
+
+
+@functools.lru_cache(maxsize=8)
+def _key_of(identity: str) -> str:
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
