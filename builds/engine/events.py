@@ -27,6 +27,25 @@ def job_group(job_id) -> str:
 PUSH_TIMEOUT_SECONDS = 5
 
 
+class _GroupSizes:
+    """ZCARD of group keys on one Redis host, over one connection of its own kept open: no
+    pool to take it from and no retry wrapper around each ask (a worker asks twice a job)."""
+
+    def __init__(self, address: str, options: dict):
+        pool = redis.ConnectionPool.from_url(address, **options)
+        self._connection = pool.make_connection()
+        self._lock = threading.Lock()
+
+    def size(self, key: bytes) -> int:
+        with self._lock:
+            try:
+                self._connection.send_command("ZCARD", key)
+                return self._connection.read_response()
+            except BaseException:
+                self._connection.disconnect()  # the next ask connects again
+                raise
+
+
 class _PushLoop:
     """One event loop thread per process that sends every push, in order, with a channel
     layer of its own.
@@ -42,7 +61,7 @@ class _PushLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._layer = None
         self._pid = 0
-        self._groups: dict[int, redis.Redis | None] = {}
+        self._groups: dict[int, _GroupSizes | None] = {}
 
     def start(self):
         with self._lock:
@@ -74,9 +93,9 @@ class _PushLoop:
             if index not in self._groups:
                 host = dict(layer.hosts[index])
                 address = host.pop("address", None)
-                self._groups[index] = redis.Redis.from_url(address, **host) if address else None
-            client = self._groups[index]
-        return client is None or client.zcard(layer._group_key(group)) > 0
+                self._groups[index] = _GroupSizes(address, host) if address else None
+            sizes = self._groups[index]
+        return sizes is None or sizes.size(layer._group_key(group)) > 0
 
     def send(self, group: str, message: dict) -> None:
         loop, layer = self.start()
