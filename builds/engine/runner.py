@@ -266,7 +266,8 @@ class Monitor(threading.Thread):
     renews its lease when due and watches for cancel, drain and timeout.
 
     One thread for the process's life rather than one per job: a job too short to be
-    looked at costs no thread.
+    looked at costs no thread, and adding or removing one does not wake the monitor (it
+    wakes at least every ``JOB_POLL_SECONDS`` and finds new jobs then).
     """
 
     def __init__(self):
@@ -277,8 +278,7 @@ class Monitor(threading.Thread):
 
     def add(self, context: JobContext) -> None:
         with self._changed:
-            self._watches[id(context)] = _Watch(context)
-            self._changed.notify_all()
+            self._watches[id(context)] = _Watch(context)  # first look: one poll from now
 
     def remove(self, context: JobContext) -> None:
         """Stop watching ``context``; once this returns, no look at it is under way."""
@@ -316,11 +316,13 @@ class Monitor(threading.Thread):
                 due = [watch for watch in self._watches.values() if watch.next_look <= now]
                 if due:
                     return due
-                if not self._watches:
+                timeout = settings.JOB_POLL_SECONDS
+                if self._watches:
+                    soonest = min(watch.next_look for watch in self._watches.values())
+                    timeout = min(timeout, soonest - now)
+                else:
                     connection.close()  # nothing to watch: hold no database connection
-                    self._changed.wait()
-                    continue
-                self._changed.wait(min(watch.next_look for watch in self._watches.values()) - now)
+                self._changed.wait(timeout)
 
     def _look(self, watch: _Watch) -> None:
         context = watch.context
