@@ -287,13 +287,45 @@ FLUTTER_CLI = env_str("FLUTTER_CLI", "flutter")
 OTA_TOOLCHAIN_DIR = Path(env_str("OTA_TOOLCHAIN_DIR") or BASE_DIR / "toolchain")
 OTA_NODE = env_str("OTA_NODE", "node")
 OTA_NPM = env_str("OTA_NPM", "npm")
-# Shared by every build on this machine: npm's package cache and Metro's transform cache.
+# npm's content-addressed package cache, shared (written only by npm itself, scripts off);
+# Metro's transform caches, one folder per account below OTA_METRO_CACHE_DIR.
 OTA_NPM_CACHE_DIR = Path(env_str("OTA_NPM_CACHE_DIR") or VAR_DIR / "cache" / "npm")
 OTA_METRO_CACHE_DIR = Path(env_str("OTA_METRO_CACHE_DIR") or VAR_DIR / "cache" / "metro")
 # Builds run in reusable directories (same path, warm Metro cache); default: under the
 # job workspace root. OTA_BUILD_SLOTS bounds how many run at once on one machine.
 OTA_BUILD_ROOT = env_str("OTA_BUILD_ROOT")
 OTA_BUILD_SLOTS = env_int("OTA_BUILD_SLOTS", 32)
+# --- Build sandbox ----------------------------------------------------------------------
+# Every step that runs a customer's code (Metro, Babel, hermesc, npm, git, eas, flutter, the
+# archive extraction) runs under bubblewrap: its own PID/IPC/UTS/network namespaces, a mount
+# view where the job's workspace is the only writable place, an allow-listed environment,
+# rlimits and an unprivileged user. `off` runs steps as plain children (single-tenant only).
+BUILD_SANDBOX = env_str("BUILD_SANDBOX", "bwrap")
+if BUILD_SANDBOX not in {"bwrap", "off"}:
+    raise ImproperlyConfigured(f"BUILD_SANDBOX must be 'bwrap' or 'off', got {BUILD_SANDBOX!r}")
+BUILD_SANDBOX_UNSAFE_OK = env_bool("BUILD_SANDBOX_UNSAFE_OK", False)
+BUILD_SANDBOX_BWRAP = env_str("BUILD_SANDBOX_BWRAP", "bwrap")
+# Limits of each sandboxed step (rlimits, per process; processes count per sandbox user).
+BUILD_SANDBOX_MAX_PROCESSES = env_int("BUILD_SANDBOX_MAX_PROCESSES", 512)
+BUILD_SANDBOX_MEMORY_MB = env_int("BUILD_SANDBOX_MEMORY_MB", 4096)
+BUILD_SANDBOX_OPEN_FILES = env_int("BUILD_SANDBOX_OPEN_FILES", 8192)
+BUILD_SANDBOX_FILE_SIZE_MB = env_int("BUILD_SANDBOX_FILE_SIZE_MB", 2048)
+BUILD_SANDBOX_CPU_SECONDS = env_int("BUILD_SANDBOX_CPU_SECONDS", 1800)
+# A worker running as root gives each job a user of its own from this range.
+BUILD_SANDBOX_UID_BASE = env_int("BUILD_SANDBOX_UID_BASE", 200000)
+BUILD_SANDBOX_UID_COUNT = env_int("BUILD_SANDBOX_UID_COUNT", 256)
+# Extra read-only paths a step may see (an Android SDK, a JDK): comma-separated.
+BUILD_SANDBOX_READONLY_PATHS = env_list("BUILD_SANDBOX_READONLY_PATHS", [])
+# npm registries: hosts the operator trusts without the address check (a mirror on a private
+# network, the public registry behind a proxy), and whether http:// registries are allowed.
+NPM_TRUSTED_REGISTRY_HOSTS = env_list("NPM_TRUSTED_REGISTRY_HOSTS", ["registry.npmjs.org"])
+NPM_ALLOW_HTTP_REGISTRIES = env_bool("NPM_ALLOW_HTTP_REGISTRIES", False)
+# Each account's Metro transform cache is capped; the supervisor evicts least recently used
+# account caches past the total.
+BUILD_CACHE_MAX_MB_PER_ACCOUNT = env_int("BUILD_CACHE_MAX_MB_PER_ACCOUNT", 1024)
+BUILD_CACHE_MAX_MB = env_int("BUILD_CACHE_MAX_MB", 20480)
+BUILD_CACHE_SWEEP_INTERVAL_SECONDS = env_int("BUILD_CACHE_SWEEP_INTERVAL_SECONDS", 600)
+
 # --- Build events -----------------------------------------------------------------------
 # A running build with no event for this long is stale (status endpoint, banner, sweeper).
 BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS = env_int("BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS", 90)

@@ -112,6 +112,7 @@ def worker_rows(now: dt.datetime) -> list[dict]:
                 "pid": worker.pid,
                 "state": worker.state,
                 "processes": worker.processes,
+                "sandbox": worker.sandbox or "unknown",
                 "last_seen": worker.last_seen.isoformat(),
                 "last_seen_seconds": round(_seconds(now - worker.last_seen)),
                 "running_jobs": running.get(worker.id, 0),

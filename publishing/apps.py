@@ -10,7 +10,7 @@ class PublishingConfig(AppConfig):
     def ready(self):
         from builds import registry
         from builds.engine import events
-        from publishing import artifacts, ota, releases, sources, store
+        from publishing import artifacts, caches, ota, releases, sources, store
 
         registry.register_kind(
             releases.PUBLISH_KIND,
@@ -39,6 +39,11 @@ class PublishingConfig(AppConfig):
             "sweep expired artifacts",
             artifacts.sweep_expired_artifacts,
             interval_seconds=settings.STORAGE_SWEEP_INTERVAL_SECONDS,
+        )
+        registry.register_periodic(
+            "sweep build caches",
+            caches.sweep_build_caches,
+            interval_seconds=settings.BUILD_CACHE_SWEEP_INTERVAL_SECONDS,
         )
         registry.register_periodic(
             "sweep expired sources",

@@ -1,14 +1,16 @@
 """The OTA bundle executor (job kind ``build.ota``): the app's source to a Hermes bundle.
 
 Steps: fetch the source (publishing.sources) → ``npm ci --ignore-scripts`` from the app's
-lock file (shared npm cache) → Metro bundle (dev off, minified) with its sourcemap → the
-app's own ``hermesc`` to Hermes bytecode with its sourcemap → compose the two maps → check
-the size against the account's bundle limit → upload the bundle (public) and the composed
-map (private).
+lock file (the account's npm cache, its registries checked first) → Metro bundle (dev off,
+minified) with its sourcemap → the app's own ``hermesc`` to Hermes bytecode with its
+sourcemap → compose the two maps → check the size against the account's bundle limit →
+upload the bundle (public) and the composed map (private).
 
 Metro and hermesc come from the app's dependencies, so the bytecode matches the Hermes
 runtime of the installed app; the pinned tool chain in ``toolchain/`` serves apps without
-them. Node-side steps run through ``toolchain/ota.js``.
+them. Node-side steps run through ``toolchain/ota.js``. Every step runs in the job's
+sandbox (builds.engine.sandbox): only npm has the network, and Metro's transform cache is
+the account's own.
 """
 
 import contextlib
@@ -26,7 +28,7 @@ from builds.choices import Tier
 from builds.engine.runner import JobFailed, RetryableError, workspace_root
 from builds.limits import effective_limits
 from builds.tiers import MB
-from publishing import artifacts, sources
+from publishing import artifacts, caches, registries, sources
 from publishing.builds import BUILD_KINDS
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App
@@ -222,34 +224,26 @@ def ota_executor(context) -> dict:
     script = driver()
     out = context.workspace / "out"
     out.mkdir()
-    tmp = context.workspace / "tmp"
-    tmp.mkdir()
-    tool_env = {
-        **secrets,  # e.g. NPM_TOKEN for an .npmrc that names a private registry
-        "TMPDIR": str(tmp),
-        "CI": "1",
-        "npm_config_cache": str(settings.OTA_NPM_CACHE_DIR),
-        "npm_config_update_notifier": "false",
-        "npm_config_fund": "false",
-        "npm_config_audit": "false",
-    }
+    toolchain = Path(settings.OTA_TOOLCHAIN_DIR)
 
     context.progress(2, "Fetching the source")
     source = sources.materialize(context, params.get("source"))
-    with build_directory() as build_dir:
+    with (
+        caches.account_caches(app.account) as (npm_cache, metro_cache),
+        build_directory() as (build_dir),
+    ):
         app_dir = build_dir / "app"
         shutil.move(str(app_root(source)), app_dir)
         entry = entry_file(app_dir, platform)
         context.log(f"source ready: entry {entry}, platform {platform}")
 
         context.progress(10, "Installing dependencies")
-        install_dependencies(context, app_dir, tool_env)
+        install_dependencies(context, app_dir, secrets, npm_cache)
 
         context.progress(40, "Bundling with Metro")
         metro_bundle = out / f"index.{platform}.bundle"
         metro_map = out / f"index.{platform}.bundle.map"
         metro = ToolOutput(context, 40, 65)
-        Path(settings.OTA_METRO_CACHE_DIR).mkdir(parents=True, exist_ok=True)
         code = context.run(
             [
                 settings.OTA_NODE,
@@ -266,12 +260,14 @@ def ota_executor(context) -> dict:
                 "--map-out",
                 metro_map,
                 "--cache",
-                settings.OTA_METRO_CACHE_DIR,
+                metro_cache,
             ],
             cwd=app_dir,
-            env=tool_env,
+            env=secrets,  # the app may read them while it is bundled (inlined env plugins)
             on_line=metro,
             check=False,
+            writable=[build_dir, metro_cache],
+            readable=[toolchain],
         )
         if code != 0 or not metro_bundle.is_file():
             if metro.error and metro.error.get("type") == "MissingToolchain":
@@ -289,9 +285,9 @@ def ota_executor(context) -> dict:
             [hermesc, "-emit-binary", "-O", "-w", "-output-source-map", "-out", bundle]
             + [metro_bundle],
             cwd=out,
-            env=tool_env,
             on_line=hermes,
             check=False,
+            readable=[build_dir, toolchain],
         )
         if code != 0 or not bundle.is_file():
             detail = next((line for line in hermes.tail if "error:" in line), "")
@@ -317,9 +313,9 @@ def ota_executor(context) -> dict:
                 composed_map,
             ],
             cwd=app_dir,
-            env=tool_env,
             on_line=composer,
             check=False,
+            readable=[build_dir, toolchain],
         )
         if code != 0 or not composed_map.is_file():
             message = (composer.error or {}).get("message") or "no output"
@@ -368,8 +364,12 @@ def ota_executor(context) -> dict:
     }
 
 
-def install_dependencies(context, app_dir: Path, tool_env: dict) -> None:
-    """``npm ci`` from the app's lock file, scripts disabled, through the shared cache."""
+def install_dependencies(context, app_dir: Path, secrets: dict, npm_cache: Path) -> None:
+    """``npm ci`` from the app's lock file, scripts disabled, through the account's cache.
+
+    The one step with the network: every registry and ``resolved`` URL is checked first
+    (publishing.registries), and npm gets only the secrets its .npmrc names.
+    """
     if not any((app_dir / name).is_file() for name in NPM_LOCK_FILES):
         others = [name for name in OTHER_LOCK_FILES if (app_dir / name).is_file()]
         raise JobFailed(
@@ -377,10 +377,14 @@ def install_dependencies(context, app_dir: Path, tool_env: dict) -> None:
             + (f" (found {', '.join(others)}; only npm lock files are supported)" if others else "")
             + ": commit the lock file so the build installs exactly what you tested."
         )
-    Path(settings.OTA_NPM_CACHE_DIR).mkdir(parents=True, exist_ok=True)
-    context.log(
-        f"npm ci --ignore-scripts from the app's lock file (cache {settings.OTA_NPM_CACHE_DIR})"
-    )
+    user_config = context.workspace / "npmrc"
+    npm_secrets, ignored = registries.check_sources(app_dir, secrets, user_config)
+    if ignored:
+        context.log(
+            f".npmrc: ignored {', '.join(sorted(set(ignored)))} "
+            "(only registries and their credentials are used)"
+        )
+    context.log("npm ci --ignore-scripts from the app's lock file (the account's npm cache)")
     output = ToolOutput(context, 10, 40)
     code = context.run(
         [
@@ -394,9 +398,18 @@ def install_dependencies(context, app_dir: Path, tool_env: dict) -> None:
             "--loglevel=warn",
         ],
         cwd=app_dir,
-        env=tool_env,
+        env={
+            **npm_secrets,
+            "npm_config_cache": npm_cache,
+            "npm_config_userconfig": user_config,
+            "npm_config_update_notifier": "false",
+            "npm_config_fund": "false",
+            "npm_config_audit": "false",
+        },
         on_line=output,
         check=False,
+        network=True,
+        writable=[app_dir, npm_cache],
     )
     if code == 0:
         return

@@ -11,11 +11,9 @@ file, so no write can pass through one; a final check resolves each of them insi
 import datetime as dt
 import gzip
 import hashlib
-import ipaddress
 import os
 import re
 import shutil
-import socket
 import stat
 import tarfile
 import uuid
@@ -36,6 +34,7 @@ from builds.engine.runner import JobFailed
 from builds.models import Account, Job
 from builds.tiers import MB
 from publishing.artifacts import CHUNK
+from publishing.hosts import private_host
 from publishing.models import App, SourceUpload
 
 TAR_GZ, ZIP = "tar.gz", "zip"
@@ -516,37 +515,16 @@ def validate_git_url(url: str) -> str:
         raise refuse(f"{scheme} URLs are not allowed here; use {' or '.join(sorted(protocols))}.")
     if not host or host.startswith("-"):
         raise refuse("the URL names no host.")
-    if not settings.SOURCE_GIT_ALLOW_PRIVATE_HOSTS and _private_host(host, resolve=False):
+    if not settings.SOURCE_GIT_ALLOW_PRIVATE_HOSTS and private_host(host, resolve=False):
         raise refuse(f"{host} is a local or private address.")
     return url
-
-
-def resolve_host(host: str) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError:
-        return []  # git reports the failed lookup itself
-    return [info[4][0].split("%")[0] for info in infos]
-
-
-def _private_host(host: str, *, resolve: bool) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
-        return True
-    try:
-        addresses = [ipaddress.ip_address(host)]
-    except ValueError:
-        if not resolve:
-            return False
-        addresses = [ipaddress.ip_address(address) for address in resolve_host(host)]
-    return any(not address.is_global for address in addresses)
 
 
 def shallow_clone(context, url: str, ref: str, dest: Path) -> Path:
     """Fetch one commit of ``url`` into ``dest`` with the job's timeout and cancel."""
     validate_git_url(url)
     validate_git_ref(ref)
-    if not settings.SOURCE_GIT_ALLOW_PRIVATE_HOSTS and _private_host(git_host(url), resolve=True):
+    if not settings.SOURCE_GIT_ALLOW_PRIVATE_HOSTS and private_host(git_host(url), resolve=True):
         raise JobFailed(f"git source refused: {git_host(url)} resolves to a private address")
     git = shutil.which("git")
     if git is None:
@@ -568,9 +546,10 @@ def shallow_clone(context, url: str, ref: str, dest: Path) -> Path:
     try:
         context.run([git, "init", "--quiet", dest], env=env)
         context.run([git, "-C", dest, "remote", "add", "origin", url], env=env)
-        context.run(
+        context.run(  # the one git step with the network; the host was checked above
             [git, "-C", dest, "fetch", "--depth", "1", "--no-tags", "origin", ref or "HEAD"],
             env=env,
+            network=True,
         )
         context.run([git, "-C", dest, "checkout", "--quiet", "FETCH_HEAD"], env=env)
     except JobFailed as failure:

@@ -1,10 +1,12 @@
 """Store builds: Expo EAS, Flutter (on a worker or in the customer's CI) and FlutterFlow.
 
 The tools are the real ones (``eas``, ``flutter``) found on the worker's PATH. They run a
-customer's project code, so they get a clean environment: the worker's PATH and tool-chain
-variables, a home and temp directory inside the workspace, and only the account secrets the
-tool needs, never the worker's own configuration. Every account secret is registered for
-redaction before anything runs. A dry run (``"dry_run": true``) runs no tool and leaves an
+customer's project code, so they run in the job's sandbox (builds.engine.sandbox) with the
+network (eas uploads the project, flutter fetches packages): a clean environment (the
+sandbox's allow-list, the tool-chain locations, and only the account secrets the tool
+needs, never the worker's own configuration), the tool-chain folders read-only, and package
+caches inside the job's workspace. Every account secret is registered for redaction before
+anything runs. A dry run (``"dry_run": true``) runs no tool and leaves an
 artifact marked simulated; nothing else is ever simulated.
 """
 
@@ -26,20 +28,11 @@ from publishing.sources import materialize
 
 EXPO_KIND, FLUTTER_KIND, FLUTTERFLOW_KIND = "build.expo", "build.flutter", "build.flutterflow"
 EXPO_WEBSITE = "https://expo.dev"
-# Tool-chain variables a worker may set for its tools; everything else of its environment
-# (database URLs, keys) stays out of the customer's build.
-TOOLCHAIN_VARS = (
-    "PATH",
-    "LANG",
-    "LC_ALL",
-    "ANDROID_HOME",
-    "ANDROID_SDK_ROOT",
-    "JAVA_HOME",
-    "FLUTTER_ROOT",
-    "PUB_CACHE",
-    "GRADLE_USER_HOME",
-    "npm_config_cache",
-)
+# Where a worker's tool chains are installed: passed on, and shown read-only in the sandbox.
+# Everything else of the worker's environment (database URLs, keys) stays out of the build.
+TOOLCHAIN_DIRS = ("ANDROID_HOME", "ANDROID_SDK_ROOT", "JAVA_HOME", "FLUTTER_ROOT")
+# Caches the tools write: the job's own, so no build reads what another account's wrote.
+TOOL_CACHES = {"PUB_CACHE": "pub-cache", "GRADLE_USER_HOME": "gradle", "npm_config_cache": "npm"}
 FLUTTER_OUTPUTS = {  # (platform, channel) -> flutter build subcommand, artifact kind, output
     (Platform.ANDROID, "preview"): ("apk", ArtifactKind.APK, "build/app/outputs/flutter-apk"),
     (Platform.ANDROID, "production"): (
@@ -89,12 +82,16 @@ def require_secret(values: dict[str, str], name: str) -> str:
 
 
 def tool_env(context, extra: dict[str, str]) -> dict[str, str]:
-    home = context.workspace / "home"
-    tmp = context.workspace / "tmp"
-    home.mkdir(exist_ok=True)
-    tmp.mkdir(exist_ok=True)
-    base = {name: os.environ[name] for name in TOOLCHAIN_VARS if name in os.environ}
-    return {**base, "HOME": str(home), "TMPDIR": str(tmp), "CI": "1", **extra}
+    """The tool-chain locations of the worker, the job's own caches, then ``extra``."""
+    base = {name: os.environ[name] for name in TOOLCHAIN_DIRS if os.environ.get(name)}
+    caches = {
+        name: str(context.workspace / "cache" / folder) for name, folder in TOOL_CACHES.items()
+    }
+    return {**base, **caches, **extra}
+
+
+def toolchain_dirs() -> list[Path]:
+    return [Path(os.environ[name]) for name in TOOLCHAIN_DIRS if os.environ.get(name)]
 
 
 def run_tool(context, args: list, *, env: dict, cwd: Path, json_output=False):
@@ -116,7 +113,13 @@ def run_tool(context, args: list, *, env: dict, cwd: Path, json_output=False):
         env = {**env, "BUILDHUB_JSON_OUT": str(out)}
     name = Path(str(args[0])).name
     returncode = context.run(
-        command, env=env, cwd=cwd, on_line=remember, check=False, inherit_env=False
+        command,
+        env=env,
+        cwd=cwd,
+        on_line=remember,
+        check=False,
+        network=True,
+        readable=[Path(str(args[0])).parent, *toolchain_dirs()],
     )
     if returncode != 0:
         detail = f": {last_lines[-1]}" if last_lines else ""

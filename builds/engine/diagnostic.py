@@ -82,6 +82,7 @@ def sleep_executor(context):
         ],
         on_line=on_line,
         check=False,
+        trusted=True,  # the engine's own child, not a customer's code
     )
     if returncode != 0:
         raise JobFailed(f"diagnostic child exited with code {returncode}")

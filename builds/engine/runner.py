@@ -7,13 +7,11 @@ nothing more is written.
 """
 
 import contextlib
-import ctypes
 import functools
 import hashlib
 import logging
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +33,7 @@ from django.utils import timezone
 
 from builds import registry
 from builds.choices import JobStatus, LogLevel, WorkerState
-from builds.engine import lifecycle
+from builds.engine import lifecycle, sandbox
 from builds.engine.claim import WorkerDraining, take_next_job
 from builds.engine.dispatch import issue_ticket
 from builds.engine.logs import LogBuffer
@@ -44,7 +42,7 @@ from builds.models import Job, Worker
 logger = logging.getLogger("buildhub.jobs")
 
 WORKSPACE_PREFIX = "buildhub-job-"
-PR_SET_PDEATHSIG = 1
+SANDBOX_DIR = ".sandbox"  # under the workspace root: the /etc files of sandbox users
 
 
 class RetryableError(Exception):
@@ -103,18 +101,9 @@ def sweep_workspaces() -> int:
     for path in root.glob(f"{WORKSPACE_PREFIX}*"):
         job_id = path.name[len(WORKSPACE_PREFIX) :][:36]
         if not Job.objects.filter(pk=job_id, status=JobStatus.RUNNING).exists():
-            shutil.rmtree(path, ignore_errors=True)
+            sandbox.remove_tree(path)
             removed += 1
     return removed
-
-
-def _die_with_worker() -> None:
-    """In the child before exec: be killed if the worker process dies (kill -9 included)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the reaper still re-queues the job; the tool may run on alone
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -144,6 +133,7 @@ class JobContext:
         self.deadline = time.monotonic() + job.timeout_seconds
         self.stop_event = threading.Event()
         self.stop_reason: str | None = None
+        self._sandbox: sandbox.Sandbox | None = None
 
     # --- reporting -------------------------------------------------------------------
     def add_secret(self, value: str) -> None:
@@ -185,22 +175,79 @@ class JobContext:
         self.check()
 
     # --- external tools --------------------------------------------------------------
-    def run(self, args, *, env=None, cwd=None, on_line=None, check=True, inherit_env=True) -> int:
-        """Run a tool in its own process group, logging its output line by line.
+    def sandbox(self) -> "sandbox.Sandbox":
+        """The job's sandbox, opened on first use (a user id is taken for the job then)."""
+        if self._sandbox is None:
+            try:
+                self._sandbox = sandbox.Sandbox(
+                    self.workspace, self.job.account_id, workspace_root() / SANDBOX_DIR
+                ).open()
+            except sandbox.SandboxUnavailable as problem:
+                logger.error("job %s: no sandbox on this worker: %s", self.job.pk, problem)
+                raise JobFailed(
+                    "This worker cannot run build steps in its sandbox, so the build was not "
+                    f"run (an operator must fix the worker): {problem}"
+                ) from None
+        return self._sandbox
+
+    def run(
+        self,
+        args,
+        *,
+        env=None,
+        cwd=None,
+        on_line=None,
+        check=True,
+        network=False,
+        writable=(),
+        readable=(),
+        trusted=False,
+    ) -> int:
+        """Run a step in its own process group, logging its output line by line.
+
+        A step runs in the job's sandbox (``builds.engine.sandbox``): its environment is the
+        sandbox's allow-list plus ``env``, it sees the workspace and the ``writable`` paths
+        writable, ``readable`` and the system read-only, and has no network unless
+        ``network``. ``trusted`` steps (the engine's own programs, never a customer's) run as
+        plain children with the worker's environment plus ``env``.
 
         Stops it (SIGTERM to the group, SIGKILL after the grace period) on timeout, cancel,
-        drain or a lost lease, then raises JobStopped. A non-zero exit raises JobFailed.
-        With ``inherit_env=False`` the tool sees only ``env``, none of the worker's own
-        variables (for tools that run a customer's code).
+        drain or a lost lease, then raises JobStopped. A step that reached a sandbox limit
+        raises JobFailed naming it; any other non-zero exit raises JobFailed with ``check``.
         """
         self.check()
-        if not inherit_env:
-            child_env = dict(env or {})
-        else:
+        args = [str(arg) for arg in args]
+        cwd = cwd or self.workspace
+        extra = {}
+        limit_watch = sandbox.LimitWatch()
+        if trusted:
             child_env = {**os.environ, **env} if env is not None else None
+            extra["preexec_fn"] = sandbox.die_with_parent
+            command = args
+        elif sandbox.enabled():
+            box = self.sandbox()
+            child_env = box.environment(env, args[0])
+            try:
+                command = box.command(
+                    args, cwd=cwd, network=network, writable=writable, readable=readable
+                )
+            except sandbox.SandboxUnavailable as problem:
+                raise JobFailed(f"This step cannot run in the sandbox: {problem}") from None
+            extra.update(box.popen_kwargs())
+        else:  # BUILD_SANDBOX=off: a plain child, still with only the allow-listed environment
+            refusal = sandbox.mode_refusal()
+            if refusal:
+                raise JobFailed(refusal)
+            child_env = sandbox.Sandbox(
+                self.workspace, self.job.account_id, workspace_root() / SANDBOX_DIR
+            ).environment(env, args[0])
+            for name in ("home", "tmp"):
+                (self.workspace / name).mkdir(exist_ok=True)
+            extra["preexec_fn"] = sandbox.limits_setter()
+            command = args
         process = subprocess.Popen(
-            [str(arg) for arg in args],
-            cwd=cwd or self.workspace,
+            command,
+            cwd=cwd,
             env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -208,7 +255,7 @@ class JobContext:
             text=True,
             errors="replace",
             start_new_session=True,
-            preexec_fn=_die_with_worker,
+            **extra,
         )
         lines: queue.Queue = queue.Queue()
 
@@ -229,6 +276,7 @@ class JobContext:
                 finished_output = True
             elif line:
                 self.log(line)
+                limit_watch(line)
                 if on_line is not None:
                     on_line(line)
             if time.monotonic() >= self.deadline:
@@ -243,8 +291,12 @@ class JobContext:
         reader.join(timeout=5)
         process.stdout.close()
         self.check()
+        name = Path(args[0]).name
+        limit = None if trusted else limit_watch.reached(returncode)
+        if limit is not None:
+            raise JobFailed(f"{name} was stopped by {limit.describe()}")
         if check and returncode != 0:
-            raise JobFailed(f"{Path(str(args[0])).name} exited with code {returncode}")
+            raise JobFailed(f"{name} exited with code {returncode}")
         return returncode
 
 
@@ -427,7 +479,7 @@ def execute_claimed(job: Job) -> None:
         try:
             _finish(context, result, error, retryable)
         finally:
-            shutil.rmtree(workspace, ignore_errors=True)
+            sandbox.remove_tree(workspace)
 
 
 def current_worker_id() -> str:

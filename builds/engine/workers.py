@@ -20,13 +20,16 @@ MAX_HEATUP_WORKERS = 50
 MAX_HEATUP_DURATION = dt.timedelta(hours=24)
 
 
-def register_worker(worker_id: str, host: str, pid: int, processes: int) -> Worker:
+def register_worker(
+    worker_id: str, host: str, pid: int, processes: int, sandbox_mode: str = ""
+) -> Worker:
     worker, _ = Worker.objects.update_or_create(
         pk=worker_id,
         defaults={
             "host": host,
             "pid": pid,
             "processes": processes,
+            "sandbox": sandbox_mode[:300],
             "state": WorkerState.STARTING,
             "last_seen": Now(),
             "drain_deadline": None,

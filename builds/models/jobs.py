@@ -22,6 +22,8 @@ class Worker(models.Model):
     last_seen = models.DateTimeField(db_default=Now())
     drain_deadline = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # How its build steps run: "bwrap", "off", or "broken: why" (builds.engine.sandbox.probe).
+    sandbox = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -71,8 +71,8 @@
       badge.textContent = w.healthy ? "healthy" : "not seen";
       health.appendChild(badge);
       return [cell(w.id, "ops-mono"), cell(w.host), cell(w.state),
-        cell(duration(w.last_seen_seconds) + " ago", "num"), cell(w.running_jobs, "num"), health];
-    }), "No workers running: " + d.supervisor.text, 6);
+        cell(duration(w.last_seen_seconds) + " ago", "num"), cell(w.running_jobs, "num"), cell(w.sandbox, "", "worker-sandbox"), health];
+    }), "No workers running: " + d.supervisor.text, 7);
     drawCharts(d.charts);
   }
 

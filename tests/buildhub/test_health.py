@@ -15,7 +15,25 @@ def test_healthz_reports_each_service_up():
         "database": "ok",
         "redis": "ok",
         "storage": "ok",
+        "sandbox": "ok",
     }
+    assert body["sandbox"] == {"setting": "bwrap", "workers": {}}
+
+
+def test_healthz_shows_how_live_workers_sandbox_and_which_cannot(settings):
+    from builds.engine.workers import register_worker
+
+    register_worker("node-a:1:1", "node-a", 1, 2, "bwrap")
+    register_worker("node-b:2:1", "node-b", 2, 2, "broken: bubblewrap (bwrap) is not installed")
+
+    body = Client().get("/healthz").json()
+
+    assert body["sandbox"]["workers"] == {
+        "bwrap": 1,
+        "broken: bubblewrap (bwrap) is not installed": 1,
+    }
+    assert body["status"] == "degraded" and body["down"] == ["sandbox"]
+    assert "bubblewrap (bwrap) is not installed" in body["checks"]["sandbox"]["error"]
 
 
 def test_healthz_is_degraded_naming_redis_when_it_is_unreachable(settings, tmp_path, caplog):

@@ -48,7 +48,7 @@ def pid_alive(pid: int) -> bool:
 def tree_executor(context):
     """A tool that starts a grandchild and then waits: both must die on timeout or cancel."""
     pid_file = context.workspace / "grandchild.pid"
-    context.run(["sh", "-c", f"sleep 120 & echo $! > {pid_file}; echo started; wait"])
+    context.run(["sh", "-c", f"sleep 120 & echo $! > {pid_file}; echo started; wait"], trusted=True)
 
 
 def secret_executor(context):

@@ -3,26 +3,31 @@
 Like the real tools they need a project in their working directory (app.json, pubspec.yaml),
 print progress on stderr (eas) or stdout (flutter), JSON on stdout with ``--json``, and exit
 non-zero on failure. The mode is baked into the script: the executors give tools a clean
-environment, so a variable set by the test would not reach them. Each run writes what it saw
-(argv, cwd, environment names, its pid) to ``<bin>/<tool>.calls.jsonl``.
+environment, so a variable set by the test would not reach them. Each run prints what it saw
+(argv, cwd, environment names, the token's digest, its user, the processes and network it
+sees) as one ``FAKE_CALL <tool> {json}`` line on stderr, which lands in the job's log: the
+tools run in the build sandbox, where nothing outside the job's workspace is writable.
 """
 
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 
 COMMON = r"""
-import json, os, sys, time, uuid
+import hashlib, json, os, sys, time, uuid
 from pathlib import Path
 MODE = {mode!r}
-CALLS = {calls!r}
+NAME = {name!r}
 
 def record():
-    with open(CALLS, "a") as f:
-        f.write(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": sorted(os.environ),
-            "token": os.environ.get("EXPO_TOKEN", ""), "pid": os.getpid()}}) + "\n")
+    token = os.environ.get("EXPO_TOKEN", "")
+    seen = {{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": sorted(os.environ),
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else "",
+        "uid": os.getuid(), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "links": sorted(os.listdir("/sys/class/net")) if os.path.isdir("/sys/class/net") else
+            [line.split(":")[0].strip() for line in open("/proc/net/dev").readlines()[2:]]}}
+    print("FAKE_CALL", NAME, json.dumps(seen), file=sys.stderr, flush=True)
 
 def slow(stream):
     for i in range(3000):
@@ -100,8 +105,8 @@ print(f"\u2713 Built {out} (0.1MB)", flush=True)
 def write_tool(bin_dir: Path, name: str, body: str, mode: str) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     path = bin_dir / name
-    calls = str(bin_dir / f"{name}.calls.jsonl")
-    path.write_text(f"#!{sys.executable}\n" + COMMON.format(mode=mode, calls=calls) + body)
+    # The system's Python: the sandbox shows /usr, not the worker's virtual environment.
+    path.write_text("#!/usr/bin/python3\n" + COMMON.format(mode=mode, name=name) + body)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
 
@@ -115,8 +120,20 @@ def install(bin_dir: Path, *, eas: str | None = "success", flutter: str | None =
     return f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
 
 
-def calls(bin_dir: Path, name: str) -> list[dict]:
-    path = bin_dir / f"{name}.calls.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def calls(job, name: str) -> list[dict]:
+    """What each run of the tool saw, from the job's log."""
+    prefix = f"FAKE_CALL {name} "
+    lines = job.logs.order_by("seq").values_list("message", flat=True)
+    return [json.loads(line[len(prefix) :]) for line in lines if line.startswith(prefix)]
+
+
+def running(tool: Path) -> bool:
+    """Whether any process on this machine still runs ``tool``."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(tool).encode() in (entry / "cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False

@@ -14,7 +14,7 @@ from builds.choices import JobStatus
 from builds.engine.runner import run_next_job
 from builds.engine.submit import submit_job
 from builds.models import Job, JobLog
-from publishing import sources
+from publishing import hosts, sources
 from publishing.models import SourceUpload
 from tests.conftest import make_account
 from tests.publishing.archives import zip_bytes
@@ -178,7 +178,7 @@ def test_a_host_name_resolving_to_a_private_address_is_refused_before_cloning(
         resolved.append(host)
         return ["10.0.0.5"]
 
-    monkeypatch.setattr(sources, "resolve_host", fake_dns)
+    monkeypatch.setattr(hosts, "resolve_host", fake_dns)
 
     job = run(app.account, {"git": "https://git.example.com/app.git", "ref": ""})
 

@@ -1,5 +1,6 @@
 """Store executors run by the engine's runner with fake eas/flutter tools on PATH."""
 
+import hashlib
 import json
 import os
 import threading
@@ -85,15 +86,6 @@ def log_text(job) -> str:
     )
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def wait_for(predicate, seconds=30):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -105,13 +97,13 @@ def wait_for(predicate, seconds=30):
 
 # --- Expo EAS ------------------------------------------------------------------------------
 def test_an_expo_build_runs_eas_and_records_the_build_url(shop, tools):
-    bin_dir = tools()
+    tools()
     source = upload(shop, EXPO_APP)
 
     job = run(queue(shop, target="expo", source={"upload": str(source.pk)}))
 
     assert job.status == JobStatus.SUCCEEDED, job.error
-    [call] = fake_tools.calls(bin_dir, "eas")
+    [call] = fake_tools.calls(job, "eas")
     assert call["argv"] == [
         "build",
         "--platform",
@@ -122,8 +114,25 @@ def test_an_expo_build_runs_eas_and_records_the_build_url(shop, tools):
         "--json",
         "--no-wait",
     ]
-    assert call["cwd"].endswith("/source/shop") and call["token"] == TOKEN
-    assert "BUILDHUB_WORKER_ONLY_SECRET" not in call["env"]  # the worker's env stays out
+    assert call["cwd"].endswith("/source/shop")
+    assert call["token_sha256"] == hashlib.sha256(TOKEN.encode()).hexdigest()
+    # The sandbox: the allow-list and what eas needs, nothing of the worker's environment;
+    # its own processes only; an unprivileged user.
+    assert "BUILDHUB_WORKER_ONLY_SECRET" not in call["env"]
+    assert set(call["env"]) - {"PWD", "SHLVL", "_"} == {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "CI",
+        "EXPO_TOKEN",
+        "EAS_NO_VCS",
+        "BUILDHUB_JSON_OUT",
+        "PUB_CACHE",
+        "GRADLE_USER_HOME",
+        "npm_config_cache",
+    }
+    assert max(call["pids"]) < 20 and call["uid"] != 0
     [artifact] = Artifact.objects.filter(job=job)
     assert artifact.kind == ArtifactKind.EAS_BUILD_URL and not artifact.simulated
     build_id = job.result["eas_builds"][0]["id"]
@@ -135,14 +144,14 @@ def test_an_expo_build_runs_eas_and_records_the_build_url(shop, tools):
 
 
 def test_an_expo_submit_runs_eas_submit(shop, tools):
-    bin_dir = tools()
+    tools()
     source = upload(shop, EXPO_APP)
 
     job = run(queue(shop, target="expo", stage="submit", source={"upload": str(source.pk)}))
 
     assert job.status == JobStatus.SUCCEEDED, job.error
-    assert fake_tools.calls(bin_dir, "eas")[0]["argv"][:2] == ["submit", "--platform"]
-    assert "--latest" in fake_tools.calls(bin_dir, "eas")[0]["argv"]
+    assert fake_tools.calls(job, "eas")[0]["argv"][:2] == ["submit", "--platform"]
+    assert "--latest" in fake_tools.calls(job, "eas")[0]["argv"]
     assert job.result["eas_submissions"][0]["status"] == "IN_QUEUE"
 
 
@@ -178,14 +187,14 @@ def test_a_missing_eas_cli_fails_saying_so(shop, tools):
 
 
 def test_a_missing_expo_token_fails_saying_so(app, tmp_storage, tools):
-    bin_dir = tools()
+    tools()
     source = upload(app, EXPO_APP)
 
     job = run(queue(app, target="expo", source={"upload": str(source.pk)}))
 
     assert job.status == JobStatus.FAILED
     assert job.error.startswith("EXPO_TOKEN is not set for this account")
-    assert fake_tools.calls(bin_dir, "eas") == []
+    assert fake_tools.calls(job, "eas") == []
 
 
 def test_a_slow_eas_times_out_and_is_killed(shop, tools):
@@ -197,13 +206,13 @@ def test_a_slow_eas_times_out_and_is_killed(shop, tools):
     job = run(job)
 
     assert job.status == JobStatus.TIMED_OUT, job.error
-    [call] = fake_tools.calls(bin_dir, "eas")
-    assert not pid_alive(call["pid"])
+    assert len(fake_tools.calls(job, "eas")) == 1
+    assert not fake_tools.running(bin_dir / "eas")
     assert "still working" in log_text(job)
 
 
 def test_an_expo_dry_run_is_simulated_and_labelled(app, tmp_storage, tools):
-    bin_dir = tools(eas=None)  # a dry run needs neither the CLI nor the token
+    tools(eas=None)  # a dry run needs neither the CLI nor the token
 
     job = run(queue(app, target="expo", dry_run=True))
 
@@ -216,7 +225,7 @@ def test_an_expo_dry_run_is_simulated_and_labelled(app, tmp_storage, tools):
     assert body["simulated"] is True and body["command"][:2] == ["eas", "build"]
     logs = log_text(job)
     assert "SIMULATED (dry run)" in logs and "eas CLI missing, EXPO_TOKEN missing" in logs
-    assert fake_tools.calls(bin_dir, "eas") == []
+    assert fake_tools.calls(job, "eas") == []
 
 
 def test_a_source_refused_at_extraction_fails_the_job(shop, tools, tmp_storage):
@@ -254,7 +263,7 @@ def test_a_source_refused_at_extraction_fails_the_job(shop, tools, tmp_storage):
     ],
 )
 def test_a_local_flutter_build_stores_its_output(shop, tools, channel, subcommand, kind, name):
-    bin_dir = tools()
+    tools()
     source = upload(shop, FLUTTER_APP)
 
     job = run(
@@ -268,7 +277,7 @@ def test_a_local_flutter_build_stores_its_output(shop, tools, channel, subcomman
     )
 
     assert job.status == JobStatus.SUCCEEDED, job.error
-    assert fake_tools.calls(bin_dir, "flutter")[0]["argv"] == [
+    assert fake_tools.calls(job, "flutter")[0]["argv"] == [
         "--suppress-analytics",
         "build",
         subcommand,
@@ -338,11 +347,12 @@ def test_a_running_flutter_build_is_cancelled_and_its_tool_killed(shop, tools):
 
     assert not worker.is_alive()
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
-    assert not pid_alive(fake_tools.calls(bin_dir, "flutter")[0]["pid"])
+    assert len(fake_tools.calls(job, "flutter")) == 1
+    assert not fake_tools.running(bin_dir / "flutter")
 
 
 def test_a_flutter_dry_run_is_simulated(shop, tools):
-    bin_dir = tools(flutter=None)
+    tools(flutter=None)
 
     job = run(queue(shop, target="flutter", channel="preview", dry_run=True))
 
@@ -351,7 +361,7 @@ def test_a_flutter_dry_run_is_simulated(shop, tools):
     assert artifact.simulated and artifact.kind == ArtifactKind.APK
     assert artifact.content_type == "application/json"
     assert "SIMULATED (dry run)" in log_text(job)
-    assert fake_tools.calls(bin_dir, "flutter") == []
+    assert fake_tools.calls(job, "flutter") == []
 
 
 @pytest.mark.parametrize(("platform", "stage"), [("android", "build"), ("ios", "submit")])
@@ -407,7 +417,7 @@ def workers(tmp_path):
 def test_a_real_worker_runs_an_expo_build_with_the_fake_eas(app, tools, workers, tmp_path):
     """The registered kind, found by a django-q2 cluster started like production starts it."""
     set_secret(app.account, "EXPO_TOKEN", TOKEN)
-    bin_dir = tools()
+    tools()
     source = upload(app, EXPO_APP)  # default storage: the worker process reads it there
     try:
         job = queue(app, target="expo", channel="preview", source={"upload": str(source.pk)})
@@ -421,7 +431,7 @@ def test_a_real_worker_runs_an_expo_build_with_the_fake_eas(app, tools, workers,
 
         job = Job.objects.get(pk=job.pk)
         assert job.status == JobStatus.SUCCEEDED, job.error
-        [call] = fake_tools.calls(bin_dir, "eas")
+        [call] = fake_tools.calls(job, "eas")
         assert call["argv"][:5] == ["build", "--platform", "android", "--profile", "preview"]
         [artifact] = Artifact.objects.filter(job=job)
         assert artifact.url.startswith("https://expo.dev/accounts/acme/projects/shop/builds/")

@@ -4,12 +4,12 @@ import socket
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django_q.cluster import Cluster
 
 from buildhub.processes import StopFlag
-from builds.engine import workers
+from builds.engine import sandbox, workers
 
 HEARTBEAT_SECONDS = 2.0
 
@@ -30,11 +30,18 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, grace, **options):
+        refusal = sandbox.mode_refusal()
+        if refusal:
+            raise CommandError(refusal)
+        sandbox_mode = sandbox.probe()
+        if sandbox_mode.startswith("broken"):
+            # It still starts: its jobs fail with this message for the operator, never unsandboxed.
+            self.stderr.write(f"Build sandbox unavailable on this worker: {sandbox_mode}")
         host, pid = socket.gethostname(), os.getpid()
         worker_id = f"{host}:{pid}:{int(time.time())}"
         # Every worker process of the cluster inherits this and claims as this worker.
         os.environ["BUILDHUB_WORKER_ID"] = worker_id
-        workers.register_worker(worker_id, host, pid, settings.Q_CLUSTER["workers"])
+        workers.register_worker(worker_id, host, pid, settings.Q_CLUSTER["workers"], sandbox_mode)
         connections.close_all()  # the cluster forks; children must not share our connection
 
         cluster = Cluster()
@@ -45,7 +52,9 @@ class Command(BaseCommand):
         )
         while not stop.stopping and cluster.sentinel.is_alive():
             if not workers.touch_worker(worker_id):
-                workers.register_worker(worker_id, host, pid, settings.Q_CLUSTER["workers"])
+                workers.register_worker(
+                    worker_id, host, pid, settings.Q_CLUSTER["workers"], sandbox_mode
+                )
             for _ in range(int(HEARTBEAT_SECONDS / 0.25)):
                 if stop.stopping:
                     break

@@ -4,13 +4,13 @@ import sys
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
 from buildhub.env import env_int
 from buildhub.processes import StopFlag, terminate_all
 from builds import registry
-from builds.engine import dispatch, runner, workers
+from builds.engine import dispatch, runner, sandbox, workers
 
 logger = logging.getLogger("buildhub.supervisor")
 
@@ -147,6 +147,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, clusters, idle_seconds, grace, **options):
+        refusal = sandbox.mode_refusal()
+        if refusal:
+            raise CommandError(refusal)
         stop = StopFlag()
         supervisor = Supervisor(max(clusters, 0), idle_seconds, self.stdout.write)
         self.stdout.write(
