@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain migrate bench load chaos clean
+.PHONY: run test lint venv toolchain sandbox migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -29,14 +29,27 @@ $(TOOLCHAIN_STAMP): toolchain/package-lock.json
 		--cache "$(abspath $(VAR_DIR))/cache/npm"
 	touch $@
 
-run: venv toolchain
+# Builds run customer code under bubblewrap (BUILD_SANDBOX=bwrap, the default): Debian's
+# package, installed here when it is missing (as root; otherwise say how).
+sandbox:
+	@command -v bwrap >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing bubblewrap (the build sandbox)"; \
+			(apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null; \
+		else \
+			echo "bubblewrap is required for the build sandbox: sudo apt-get install bubblewrap"; \
+			exit 1; \
+		fi; }
+	@bwrap --version
+
+run: venv toolchain sandbox
 	$(PY) manage.py runlocal
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint toolchain
+test: lint toolchain sandbox
 	$(PY) -m pytest
 
 migrate: venv
@@ -44,7 +57,7 @@ migrate: venv
 
 # Measurements on real PostgreSQL + Redis (BENCH_DATABASE_URL is dropped and re-created,
 # BENCH_REDIS_URL or REDIS_URL emptied); prints a table and writes var/bench/results.json.
-bench: venv toolchain
+bench: venv toolchain sandbox
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
 # Locust against a local production-like stack (fresh LOAD_DATABASE_URL, LOAD_REDIS_URL or

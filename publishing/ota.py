@@ -35,6 +35,8 @@ from publishing.models import App
 from publishing.secrets import account_secrets
 
 OTA_KIND = BUILD_KINDS["ota"]
+# Where a step sees the account's caches (they live below var/, which it must not learn of).
+NPM_CACHE_INSIDE, METRO_CACHE_INSIDE = "/cache/npm", "/cache/metro"
 HBC_MAGIC = bytes.fromhex("c61fbc03c103191f")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 NPM_LOCK_FILES = ("package-lock.json", "npm-shrinkwrap.json")
@@ -260,13 +262,13 @@ def ota_executor(context) -> dict:
                 "--map-out",
                 metro_map,
                 "--cache",
-                metro_cache,
+                context.step_path(metro_cache, METRO_CACHE_INSIDE),
             ],
             cwd=app_dir,
             env=secrets,  # the app may read them while it is bundled (inlined env plugins)
             on_line=metro,
             check=False,
-            writable=[build_dir, metro_cache],
+            writable=[build_dir, (metro_cache, METRO_CACHE_INSIDE)],
             readable=[toolchain],
         )
         if code != 0 or not metro_bundle.is_file():
@@ -400,7 +402,7 @@ def install_dependencies(context, app_dir: Path, secrets: dict, npm_cache: Path)
         cwd=app_dir,
         env={
             **npm_secrets,
-            "npm_config_cache": npm_cache,
+            "npm_config_cache": context.step_path(npm_cache, NPM_CACHE_INSIDE),
             "npm_config_userconfig": user_config,
             "npm_config_update_notifier": "false",
             "npm_config_fund": "false",
@@ -409,7 +411,7 @@ def install_dependencies(context, app_dir: Path, secrets: dict, npm_cache: Path)
         on_line=output,
         check=False,
         network=True,
-        writable=[app_dir, npm_cache],
+        writable=[app_dir, (npm_cache, NPM_CACHE_INSIDE)],
     )
     if code == 0:
         return

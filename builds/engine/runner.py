@@ -190,6 +190,10 @@ class JobContext:
                 ) from None
         return self._sandbox
 
+    def step_path(self, path: Path, inside: str) -> str:
+        """Where a step sees ``path`` when it is given as ``writable=[(path, inside)]``."""
+        return inside if sandbox.enabled() else str(path)
+
     def run(
         self,
         args,
@@ -207,9 +211,10 @@ class JobContext:
 
         A step runs in the job's sandbox (``builds.engine.sandbox``): its environment is the
         sandbox's allow-list plus ``env``, it sees the workspace and the ``writable`` paths
-        writable, ``readable`` and the system read-only, and has no network unless
-        ``network``. ``trusted`` steps (the engine's own programs, never a customer's) run as
-        plain children with the worker's environment plus ``env``.
+        (or ``(path, inside)`` pairs: see ``step_path``) writable, ``readable`` and the system
+        read-only, and has no network unless ``network``. ``trusted`` steps (the engine's own
+        programs, never a customer's) run as plain children with the worker's environment plus
+        ``env``.
 
         Stops it (SIGTERM to the group, SIGKILL after the grace period) on timeout, cancel,
         drain or a lost lease, then raises JobStopped. A step that reached a sandbox limit

@@ -375,7 +375,12 @@ class Sandbox:
         writable=(),
         readable=(),
     ) -> list[str]:
-        """bwrap's command line for one step."""
+        """bwrap's command line for one step.
+
+        ``writable`` entries are paths, shown where they are, or ``(path, inside)`` pairs, shown
+        at ``inside`` (a cache below var/ is shown as /cache/..., so the step learns nothing of
+        where the service keeps its state).
+        """
         bwrap = shutil.which(settings.BUILD_SANDBOX_BWRAP) or settings.BUILD_SANDBOX_BWRAP
         mounts = _system_mounts()
         mounts += ["--ro-bind", str(self._etc / "passwd"), "/etc/passwd"]
@@ -393,13 +398,20 @@ class Sandbox:
             _refuse_service_paths(path)
             mounts += [*_parents(path, made), "--ro-bind", str(path), str(path)]
             shown.append(path)
-        for path in [self.workspace, *writable]:
-            path = Path(path)
+        for entry in [self.workspace, *writable]:
+            path, inside = (
+                (Path(entry[0]), Path(entry[1]))
+                if isinstance(entry, tuple)
+                else (
+                    Path(entry),
+                    Path(entry),
+                )
+            )
             _refuse_service_paths(path.resolve())
             path.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:
                 hand_over(path, self.uid)
-            mounts += [*_parents(path, made), "--bind", str(path), str(path)]
+            mounts += [*_parents(inside, made), "--bind", str(path), str(inside)]
         return [
             bwrap,
             *_isolation(network),
