@@ -313,9 +313,12 @@ BUILD_SANDBOX_FILE_SIZE_MB = env_int("BUILD_SANDBOX_FILE_SIZE_MB", 2048)
 BUILD_SANDBOX_CPU_SECONDS = env_int("BUILD_SANDBOX_CPU_SECONDS", 1800)
 # A worker running as root gives each job a user of its own from this range.
 BUILD_SANDBOX_UID_BASE = env_int("BUILD_SANDBOX_UID_BASE", 200000)
-BUILD_SANDBOX_UID_COUNT = env_int("BUILD_SANDBOX_UID_COUNT", 256)
+BUILD_SANDBOX_UID_COUNT = env_int("BUILD_SANDBOX_UID_COUNT", 65536)
 # Extra read-only paths a step may see (an Android SDK, a JDK): comma-separated.
 BUILD_SANDBOX_READONLY_PATHS = env_list("BUILD_SANDBOX_READONLY_PATHS", [])
+# Variables of the worker's own environment its steps get too (a CA bundle, a proxy):
+# nothing by default; never name one that holds a secret of the service.
+BUILD_SANDBOX_PASS_ENV = env_list("BUILD_SANDBOX_PASS_ENV", [])
 # npm registries: hosts the operator trusts without the address check (a mirror on a private
 # network, the public registry behind a proxy), and whether http:// registries are allowed.
 NPM_TRUSTED_REGISTRY_HOSTS = env_list("NPM_TRUSTED_REGISTRY_HOSTS", ["registry.npmjs.org"])

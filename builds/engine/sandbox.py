@@ -358,11 +358,14 @@ class Sandbox:
         found = shutil.which(program) if program else None
         path = [os.path.dirname(found)] if found else []
         base = {
-            "HOME": str(self.workspace / "home"),
-            "TMPDIR": str(self.workspace / "tmp"),
-            "LANG": os.environ.get("LANG") or "C.UTF-8",
-            "CI": "1",
+            name: os.environ[name] for name in settings.BUILD_SANDBOX_PASS_ENV if name in os.environ
         }
+        base.update(
+            HOME=str(self.workspace / "home"),
+            TMPDIR=str(self.workspace / "tmp"),
+            LANG=os.environ.get("LANG") or "C.UTF-8",
+            CI="1",
+        )
         given = {key: str(value) for key, value in (env or {}).items()}
         return {**base, **given, "PATH": ":".join(dict.fromkeys([*path, *DEFAULT_PATH]))}
 

@@ -4,6 +4,9 @@
   runs it (npm ci, Metro, hermesc, sourcemaps, upload): once with an empty Metro cache
   (cold; npm's package cache is warm, as on any worker that built before) and then again
   with the cache warm.
+- The sandbox's cost: warm builds with ``BUILD_SANDBOX=bwrap`` and ``off`` in alternating
+  rounds (medians of each, with the CPU of the build's child processes per build), and a
+  step alone (``/bin/true`` through the sandbox and as a plain child, 20 each).
 - Update check: the built bundle is published, a real daphne serves the project on loopback,
   and 100 concurrent clients (plain asyncio, one keep-alive connection each) ask
   ``GET /api/v1/updates/check`` with the app key; p50 and p95 of the request latency.
@@ -12,7 +15,9 @@
 import asyncio
 import gc
 import os
+import resource
 import statistics
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -24,6 +29,7 @@ from django.db import close_old_connections
 from django.test import override_settings
 
 from builds.choices import JobStatus, Tier
+from builds.engine import sandbox
 from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import releases
@@ -182,6 +188,57 @@ def update_check_rows(ctx, app, processes: int) -> list[dict]:
     ]
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def sandbox_rounds(ctx, app, source: Path) -> list[dict]:
+    """Warm builds with the sandbox on and off, alternating; medians of each."""
+    seconds: dict[str, list[float]] = {"bwrap": [], "off": []}
+    cpu: dict[str, list[float]] = {"bwrap": [], "off": []}
+    for _ in range(1 if ctx.quick else 3):
+        for mode in ("bwrap", "off"):
+            with override_settings(BUILD_SANDBOX=mode):
+                before = children_cpu()
+                _, elapsed = timed_build(ctx, app, source)
+                cpu[mode].append(children_cpu() - before)
+            seconds[mode].append(elapsed)
+    on, off = statistics.median(seconds["bwrap"]), statistics.median(seconds["off"])
+    load = f"load average {os.getloadavg()[0]:.1f} on {CORES} CPUs"
+    ctx.log(f"sandbox: warm builds {seconds}, child CPU {cpu}; {load}")
+    step_on, step_off = step_overhead(app)
+    return [
+        row("OTA build, warm, sandboxed (bwrap)", on, "s", load),
+        row("OTA build, warm, sandbox off (same run)", off, "s"),
+        row("  sandbox cost per OTA build", on - off, "s", "< 0.5 s", on - off < 0.5),
+        row("  tool CPU per build, sandboxed", statistics.median(cpu["bwrap"]), "s"),
+        row("  tool CPU per build, sandbox off", statistics.median(cpu["off"]), "s"),
+        row("  one step through bwrap (/bin/true)", step_on * 1000, "ms"),
+        row("  one step as a plain child (/bin/true)", step_off * 1000, "ms"),
+    ]
+
+
+def step_overhead(app, runs=20) -> tuple[float, float]:
+    """Median wall time of ``/bin/true`` through the sandbox and as a plain child."""
+    with tempfile.TemporaryDirectory(prefix="bench-sandbox-") as tmp:
+        workspace = Path(tmp) / "workspace"
+        workspace.mkdir()
+        box = sandbox.Sandbox(workspace, app.account_id, Path(tmp) / "state").open()
+        env = box.environment({}, "/bin/true")
+        timings: dict[str, list[float]] = {"bwrap": [], "plain": []}
+        for _ in range(runs):
+            for mode in ("bwrap", "plain"):
+                started = time.perf_counter()
+                if mode == "bwrap":
+                    command = box.command(["/bin/true"], cwd=workspace)
+                    subprocess.run(command, env=env, check=True, **box.popen_kwargs())
+                else:
+                    subprocess.run(["/bin/true"], env=env, check=True)
+                timings[mode].append(time.perf_counter() - started)
+    return statistics.median(timings["bwrap"]), statistics.median(timings["plain"])
+
+
 def run(ctx) -> list[dict]:
     account = make_account(Tier.PRO, f"OTA Bench {uuid.uuid4().hex[:6]}")
     app = make_app(account, "bench-app")
@@ -190,6 +247,7 @@ def run(ctx) -> list[dict]:
         with override_settings(OTA_METRO_CACHE_DIR=Path(tmp) / "metro-cache"):
             cold_job, cold = timed_build(ctx, app, source)
             warm = [timed_build(ctx, app, source) for _ in range(1 if ctx.quick else 3)]
+            sandbox_rows = sandbox_rounds(ctx, app, source)
     job = warm[-1][0]
     version = releases.create_version(app, [job.pk])
     publish_job, _ = releases.request_publish(version, "production")
@@ -202,6 +260,7 @@ def run(ctx) -> list[dict]:
         row("OTA build of the fixture app, warm", statistics.median(t for _, t in warm), "s"),
         row("  Metro step, cold", step_seconds(cold_job)["metro"], "s"),
         row("  Metro step, warm", warm_metro, "s"),
+        *sandbox_rows,
         *update_check_rows(ctx, app, 1),
         *(update_check_rows(ctx, app, CORES) if CORES > 1 else []),
     ]

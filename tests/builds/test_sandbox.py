@@ -92,6 +92,20 @@ def test_a_step_sees_only_the_allow_listed_environment_and_what_the_executor_giv
     assert printed(log, "tmp") == f"{workspace}/tmp"
 
 
+def test_an_operator_can_pass_named_worker_variables_on(
+    account, monkeypatch, private_workspaces, settings
+):
+    monkeypatch.setenv("NODE_EXTRA_CA_CERTS", "/etc/ssl/certs/corporate.pem")
+    monkeypatch.setenv("BUILDHUB_CANARY", CANARY)
+    settings.BUILD_SANDBOX_PASS_ENV = ["NODE_EXTRA_CA_CERTS"]
+
+    job, log = run_step(account, 'echo "ca=$NODE_EXTRA_CA_CERTS"; env')
+
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert printed(log, "ca") == "/etc/ssl/certs/corporate.pem"
+    assert CANARY not in log
+
+
 # --- processes -----------------------------------------------------------------------------
 def test_a_step_sees_only_its_own_processes(account, monkeypatch, private_workspaces):
     monkeypatch.setenv("BUILDHUB_CANARY", CANARY)
