@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hashlib
+import os
 import stat
 
 import pytest
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from builds import registry
 from builds.choices import JobStatus
+from builds.engine import sandbox
 from builds.engine.runner import run_next_job
 from builds.engine.submit import submit_job
 from builds.models import Job, JobLog
@@ -26,7 +28,9 @@ KIND = "test.materialize"
 
 def materialize_executor(context):
     root = sources.materialize(context, context.params["source"])
+    owners = {path.stat().st_uid for path in root.rglob("*")}
     return {
+        "owners": sorted(owners),
         "root": root.name,
         "files": sorted(
             str(path.relative_to(root)) for path in root.rglob("*") if not path.is_dir()
@@ -69,12 +73,17 @@ def test_an_upload_is_unpacked_into_the_workspace(app, tmp_storage, isolated):
     job = run(app.account, {"upload": str(upload.pk)})
 
     assert job.status == JobStatus.SUCCEEDED, job.error
+    owners = job.result.pop("owners")
     assert job.result == {
         "root": "source",
         "files": ["README.md", "run", "src/app.js"],
         "readme": "hello",
     }
     assert f"source: upload {upload.pk}" in logs(job)
+    # Extracted in the sandbox, as the account's own user (a root worker's), not the worker.
+    assert 'ARCHIVE_OK {"files": 3' in logs(job)
+    if os.geteuid() == 0:
+        assert owners == [sandbox.sandbox_uid(app.account_id)]
 
 
 def test_an_upload_of_another_account_expired_or_altered_fails_the_job(app, tmp_storage, isolated):
