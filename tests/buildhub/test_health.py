@@ -1,6 +1,8 @@
 import pytest
 from django.test import Client
 
+from builds.engine.workers import register_worker
+
 pytestmark = pytest.mark.django_db
 
 
@@ -21,8 +23,6 @@ def test_healthz_reports_each_service_up():
 
 
 def test_healthz_shows_how_live_workers_sandbox_and_which_cannot(settings):
-    from builds.engine.workers import register_worker
-
     register_worker("node-a:1:1", "node-a", 1, 2, "bwrap")
     register_worker("node-b:2:1", "node-b", 2, 2, "broken: bubblewrap (bwrap) is not installed")
 

@@ -11,6 +11,7 @@ from buildhub.asgi import application
 from builds import dashboard
 from builds.choices import JobStatus, Tier
 from builds.engine.claim import claim_next_job
+from builds.engine.workers import register_worker
 from builds.models import HeatUp, Job, Worker
 from builds.tiers import TIERS
 from tests.builds.engine_helpers import queue_jobs, worker
@@ -125,6 +126,18 @@ def test_admin_index_shows_the_dashboard(admin_client, free_account, pro_account
     assert "Worker starting..." in page
     assert "vendor/chartjs/chart.umd.min.js" in page
     assert 'id="ops-dashboard-data"' in page
+
+
+def test_the_workers_table_shows_how_each_worker_sandboxes_builds(admin_client):
+    register_worker("node-a:1:1", "node-a", 1, 2, "bwrap")
+    register_worker("node-b:2:1", "node-b", 2, 2, "broken: bubblewrap (bwrap) is not installed")
+
+    page = admin_client.get("/admin/").content.decode()
+    rows = {row["id"]: row for row in dashboard.snapshot()["workers"]}
+
+    assert '<td data-testid="worker-sandbox">bwrap</td>' in page
+    assert "broken: bubblewrap (bwrap) is not installed</td>" in page
+    assert rows["node-a:1:1"]["sandbox"] == "bwrap"
 
 
 def test_dashboard_needs_staff(client, django_user_model):
