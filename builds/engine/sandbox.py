@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
 MB = 1024 * 1024
 PR_SET_PDEATHSIG = 1
@@ -149,12 +148,6 @@ def mode_refusal() -> str | None:
     return None
 
 
-def require_allowed_mode() -> None:
-    refusal = mode_refusal()
-    if refusal:
-        raise ImproperlyConfigured(refusal)
-
-
 @functools.lru_cache(maxsize=4)
 def _probe(bwrap: str, uid: int) -> str:
     """'' when a trivial sandbox starts here, else why not (cached per process)."""
@@ -262,32 +255,40 @@ def _visible_under(path: Path, roots) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def _refuse_service_paths(path: Path) -> None:
-    """A path given to a step must not show the service's own state."""
+def _refuse_service_paths(path: Path, workspace_root: Path) -> None:
+    """A path given to a step must not show the service's own state or other jobs' work:
+    never var/ (only a cache folder below var/cache), never the folder of all workspaces."""
     var = Path(settings.VAR_DIR).resolve()
-    if path == var or path in var.parents:
-        raise SandboxUnavailable(
-            f"{path} holds this installation's var/ ({var}); it cannot be shown to a build"
-        )
+    for protected, what in (
+        (var, "this installation's var/"),
+        (workspace_root, "every job's workspace"),
+    ):
+        if path == protected or path in protected.parents:
+            raise SandboxUnavailable(f"{path} holds {what} ({protected}); a build cannot see it")
+    if var in path.parents and var / "cache" not in path.parents:
+        raise SandboxUnavailable(f"{path} is in this installation's var/; a build cannot see it")
 
 
 def hand_over(path: Path, uid: int) -> None:
     """Give ``path`` and what the worker wrote below it to the sandbox's user (root workers).
 
     Folders the sandbox made are its already: the walk does not descend into them, so a
-    node_modules written by npm costs nothing.
+    node_modules written by npm costs nothing. Links are changed, never followed (and no
+    step outlives itself to swap a folder for a link meanwhile).
     """
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if info.st_uid == uid:
-        return
-    os.lchown(path, uid, uid)
-    if stat.S_ISDIR(info.st_mode):
-        with os.scandir(path) as children:
-            for child in children:
-                hand_over(Path(child.path), uid)
+    pending = [str(path)]
+    while pending:
+        current = pending.pop()
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            continue
+        if info.st_uid == uid:
+            continue
+        os.lchown(current, uid, uid)
+        if stat.S_ISDIR(info.st_mode):
+            with os.scandir(current) as children:
+                pending.extend(child.path for child in children)
 
 
 def remove_tree(path: Path) -> None:
@@ -396,9 +397,9 @@ class Sandbox:
         made: set[str] = set()
         for path in [*readable, *extra]:
             path = Path(path).resolve()
+            _refuse_service_paths(path, self.state_dir.parent.resolve())
             if not path.exists() or _visible_under(path, shown):
                 continue
-            _refuse_service_paths(path)
             mounts += [*_parents(path, made), "--ro-bind", str(path), str(path)]
             shown.append(path)
         for entry in [self.workspace, *writable]:
@@ -410,7 +411,7 @@ class Sandbox:
                     Path(entry),
                 )
             )
-            _refuse_service_paths(path.resolve())
+            _refuse_service_paths(path.resolve(), self.state_dir.parent.resolve())
             path.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:
                 hand_over(path, self.uid)

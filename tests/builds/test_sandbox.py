@@ -33,6 +33,7 @@ def shell_executor(context):
         ["/bin/sh", "-c", params["script"]],
         env=params.get("env"),
         network=params.get("network", False),
+        readable=params.get("readable", ()),
         check=False,
     )
     return {"exit": code}
@@ -183,6 +184,25 @@ def test_a_step_sees_no_service_file_and_writes_only_its_workspace(
     assert printed(log, "write_home") == "ok"
     assert CANARY not in log
     assert not list(private_workspaces.glob(f"{WORKSPACE_PREFIX}{job.pk}-*"))  # removed
+
+
+@pytest.mark.parametrize(
+    ("shown", "refusal"),
+    [
+        (lambda: settings.VAR_DIR, "holds this installation's var/"),
+        (lambda: Path(settings.VAR_DIR) / "secret_key", "is in this installation's var/"),
+        (lambda: Path(settings.VAR_DIR).parent, "holds this installation's var/"),
+        (lambda: workspace_root(), "holds every job's workspace"),
+    ],
+)
+def test_a_step_is_never_shown_the_services_state_even_if_asked(
+    account, private_workspaces, shown, refusal
+):
+    job, _ = run_step(account, "true", readable=[str(shown())])
+
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("This step cannot run in the sandbox: ")
+    assert refusal in job.error
 
 
 # --- network -------------------------------------------------------------------------------
