@@ -289,9 +289,20 @@ def test_a_local_flutter_build_stores_its_output(shop, tools, channel, subcomman
     with artifacts.open_artifact(artifact) as handle:
         content = handle.read()
     assert content.startswith(b"PK\x03\x04 fake " + subcommand.encode())
-    assert (
-        job.result["sha256"] == artifact.sha256 == __import__("hashlib").sha256(content).hexdigest()
-    )
+    assert job.result["sha256"] == artifact.sha256 == hashlib.sha256(content).hexdigest()
+    [call] = fake_tools.calls(job, "flutter")
+    assert "BUILDHUB_WORKER_ONLY_SECRET" not in call["env"]
+    assert set(call["env"]) - {"PWD", "SHLVL", "_"} == {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "CI",
+        "PUB_CACHE",
+        "GRADLE_USER_HOME",
+        "npm_config_cache",
+    }
+    assert max(call["pids"]) < 20 and call["uid"] != 0
 
 
 def test_a_failing_flutter_build_fails_with_its_last_line(shop, tools):
