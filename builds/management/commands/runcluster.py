@@ -48,7 +48,8 @@ class Command(BaseCommand):
         stop = StopFlag()  # replaces the handlers Cluster installed: we drain before stopping
         cluster.start()
         self.stdout.write(
-            f"Worker {worker_id} running ({settings.Q_CLUSTER['workers']} processes)."
+            f"Worker {worker_id} running ({settings.Q_CLUSTER['workers']} processes, "
+            f"build sandbox: {sandbox_mode})."
         )
         while not stop.stopping and cluster.sentinel.is_alive():
             if not workers.touch_worker(worker_id):
