@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain sandbox migrate bench load chaos clean
+.PHONY: run test lint venv toolchain clients sandbox migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,17 @@ sandbox:
 		fi; }
 	@bwrap --version
 
+# The update clients' own libraries (tests/clients/package-lock.json), with which the tests
+# read BuildHub's answers as devices do; reinstalled only when the lock file changes.
+CLIENTS_STAMP := tests/clients/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("tests/clients/package-lock.json","rb").read()).hexdigest()[:12])')
+
+clients: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): tests/clients/package-lock.json
+	cd tests/clients && npm ci --ignore-scripts --no-audit --no-fund --prefer-offline \
+		--cache "$(abspath $(VAR_DIR))/cache/npm"
+	touch $@
+
 run: venv toolchain sandbox
 	$(PY) manage.py runlocal
 
@@ -49,7 +60,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint toolchain sandbox
+test: lint toolchain clients sandbox
 	$(PY) -m pytest
 
 migrate: venv
@@ -74,4 +85,4 @@ chaos: venv
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
 
 clean:
-	rm -rf $(VENV) var toolchain/node_modules
+	rm -rf $(VENV) var toolchain/node_modules tests/clients/node_modules

@@ -151,6 +151,25 @@ class Release(models.Model):
         return f"{self.app.slug} v{self.version.number} on {self.env}"
 
 
+class AppSigningKey(models.Model):
+    """An app's code signing key for Expo Updates manifests (publishing.signing).
+
+    The private key is kept encrypted (as account secrets are) and never leaves the server;
+    the certificate is what the app embeds.
+    """
+
+    app = models.OneToOneField(App, on_delete=models.CASCADE, related_name="signing_key")
+    key_id = models.CharField(max_length=64, default="main")
+    private_key_encrypted = models.BinaryField(editable=False)
+    certificate_pem = models.TextField()
+    uploaded = models.BooleanField(default=False, help_text="Uploaded rather than generated.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"code signing key {self.key_id} of {self.app}"
+
+
 class Device(models.Model):
     app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="devices")
     device_id = models.CharField(max_length=128)

@@ -28,7 +28,7 @@ from builds.choices import Tier
 from builds.engine.runner import JobFailed, RetryableError, workspace_root
 from builds.limits import effective_limits
 from builds.tiers import MB
-from publishing import artifacts, caches, registries, sources
+from publishing import artifacts, caches, registries, runtime, sources
 from publishing.builds import BUILD_KINDS
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App
@@ -238,6 +238,13 @@ def ota_executor(context) -> dict:
         shutil.move(str(app_root(source)), app_dir)
         entry = entry_file(app_dir, platform)
         context.log(f"source ready: entry {entry}, platform {platform}")
+        runtime_version = runtime.from_app_json(app_dir, platform) or app.runtime_version
+        context.log(
+            f"runtime version {runtime_version}"
+            if runtime_version
+            else "no runtime version: "
+            "set expo.runtimeVersion in app.json or the app's runtime_version to publish this"
+        )
 
         context.progress(10, "Installing dependencies")
         install_dependencies(context, app_dir, secrets, npm_cache)
@@ -363,6 +370,7 @@ def ota_executor(context) -> dict:
         "metro": metro.versions.get("metro", ""),
         "metro_from": metro.versions.get("metro_from", ""),
         "hermesc_from": hermesc_from,
+        "runtime_version": runtime_version,
     }
 
 

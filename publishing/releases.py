@@ -74,11 +74,35 @@ def create_version(app: App, job_ids: list) -> Version:
         number=number,
         channel=channel,
         status=VersionStatus.READY,
-        runtime_version=app.runtime_version,
+        runtime_version=runtime_version_of(app, jobs),
     )
     version.assets.set(bundles)
     version.builds.set(jobs)
     return version
+
+
+def runtime_version_of(app: App, jobs: list[Job]) -> str:
+    """The one runtime version a version's builds were made for (each build records the one
+    its app.json or the app gave); refused when there is none or they differ."""
+    found = {(job.result or {}).get("runtime_version") or app.runtime_version: job for job in jobs}
+    if len(found) > 1:
+        listed = ", ".join(
+            f"{value or 'none'} ({job.params.get('platform', '?')})"
+            for value, job in sorted(found.items())
+        )
+        raise ServiceError(
+            f"The builds were made for different runtime versions: {listed}.",
+            fields={"build": "different runtime versions"},
+        )
+    [value] = found
+    if not value:
+        raise ServiceError(
+            "No device could receive this version: its builds have no runtime version. Set "
+            "expo.runtimeVersion in the app's app.json (or the app's runtime_version in "
+            "BuildHub) and build again.",
+            fields={"build": "no runtime version"},
+        )
+    return value
 
 
 # --- publish -----------------------------------------------------------------------------
@@ -99,6 +123,13 @@ def request_publish(
             "only ready or published versions can be published.",
             code="conflict",
             status=409,
+        )
+    if not version.runtime_version:
+        raise ServiceError(
+            f"Version {version.number} has no runtime version, so no device could receive it: "
+            "set the app's runtime_version (or app.json's expo.runtimeVersion), build and "
+            "create a version again.",
+            fields={"target_environment": "no device could match"},
         )
     job, created = submit_job(
         version.app.account,

@@ -15,7 +15,8 @@ NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 MAX_VALUE = 16 * 1024
 
 
-def _fernet() -> Fernet:
+def fernet() -> Fernet:
+    """The server's key for values kept encrypted (account secrets, code signing keys)."""
     key = settings.SECRETS_ENCRYPTION_KEY
     if not key:  # derived from SECRET_KEY: rotating that key makes stored secrets unreadable
         digest = hashlib.sha256(b"buildhub-account-secrets:" + settings.SECRET_KEY.encode())
@@ -34,20 +35,20 @@ def set_secret(account: Account, name: str, value: str) -> AccountSecret:
     secret, _ = AccountSecret.objects.update_or_create(
         account=account,
         name=name,
-        defaults={"value_encrypted": _fernet().encrypt(value.encode())},
+        defaults={"value_encrypted": fernet().encrypt(value.encode())},
     )
     return secret
 
 
 def account_secrets(account: Account) -> dict[str, str]:
     """The account's secrets in clear, for a build's environment (never for logs)."""
-    fernet = _fernet()
+    box = fernet()
     values = {}
     for name, token in AccountSecret.objects.filter(account=account).values_list(
         "name", "value_encrypted"
     ):
         try:
-            values[name] = fernet.decrypt(bytes(token)).decode()
+            values[name] = box.decrypt(bytes(token)).decode()
         except InvalidToken:
             raise ServiceError(
                 f"The secret {name} cannot be decrypted with this server's key; set it again.",

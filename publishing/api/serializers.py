@@ -1,10 +1,12 @@
 import uuid
 
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from buildhub.errors import ServiceError
 from builds.api.serializers import JobSerializer
+from publishing import signing
 from publishing.artifacts import signed_file_url
 from publishing.choices import (
     BuildStage,
@@ -14,7 +16,7 @@ from publishing.choices import (
     Platform,
     Provider,
 )
-from publishing.models import App, Artifact, Device, Release, SourceUpload, Version
+from publishing.models import App, AppSigningKey, Artifact, Device, Release, SourceUpload, Version
 from publishing.sources import upload_format, validate_git_ref, validate_git_url
 
 
@@ -22,11 +24,27 @@ class AppSerializer(serializers.ModelSerializer):
     platforms = serializers.ListField(
         child=serializers.ChoiceField(choices=Platform.choices), allow_empty=False
     )
+    expo_updates_url = serializers.SerializerMethodField(
+        help_text="What an Expo app puts in app.json's updates.url."
+    )
 
     class Meta:
         model = App
-        fields = ["slug", "name", "platforms", "runtime_version", "app_key", "created_at"]
+        fields = [
+            "slug",
+            "name",
+            "platforms",
+            "runtime_version",
+            "app_key",
+            "expo_updates_url",
+            "created_at",
+        ]
         read_only_fields = ["app_key", "created_at"]
+
+    def get_expo_updates_url(self, app) -> str:
+        path = reverse("expo-manifest", kwargs={"app_key": app.app_key})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
 
     def validate_platforms(self, value):
         return sorted(set(value))
@@ -118,6 +136,38 @@ class PublishSerializer(serializers.Serializer):
     target_environment = serializers.ChoiceField(
         choices=Environment.choices, default=Environment.PRODUCTION
     )
+
+
+class SigningKeySerializer(serializers.ModelSerializer):
+    fingerprint_sha256 = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AppSigningKey
+        fields = ["key_id", "algorithm", "certificate_pem", "fingerprint_sha256", "uploaded"]
+        read_only_fields = fields
+
+    algorithm = serializers.SerializerMethodField()
+
+    def get_algorithm(self, row) -> str:
+        return signing.ALGORITHM
+
+    def get_fingerprint_sha256(self, row) -> str:
+        return signing.certificate_fingerprint(row)
+
+
+class SigningKeyRequestSerializer(serializers.Serializer):
+    """Empty: BuildHub generates a key. With both PEMs: the customer's own key is kept."""
+
+    key_id = serializers.RegexField(r"^[A-Za-z0-9._-]{1,64}$", default=signing.DEFAULT_KEY_ID)
+    private_key_pem = serializers.CharField(required=False, max_length=20000, trim_whitespace=False)
+    certificate_pem = serializers.CharField(required=False, max_length=20000, trim_whitespace=False)
+
+    def validate(self, data):
+        if ("private_key_pem" in data) != ("certificate_pem" in data):
+            raise serializers.ValidationError(
+                "Upload private_key_pem and certificate_pem together, or neither to generate."
+            )
+        return data
 
 
 class ReleaseSerializer(serializers.ModelSerializer):

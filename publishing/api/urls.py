@@ -8,6 +8,8 @@ from publishing.api.views import (
     BuildViewSet,
     BundleDownloadView,
     DeviceRegisterView,
+    ExpoAssetView,
+    ExpoManifestView,
     UpdateCheckView,
 )
 
@@ -21,5 +23,7 @@ urlpatterns = [
     path("bundles/<uuid:artifact_id>/", BundleDownloadView.as_view(), name="bundle-download"),
     path("updates/check", UpdateCheckView.as_view(), name="update-check"),
     path("devices/register", DeviceRegisterView.as_view(), name="device-register"),
+    path("expo/<str:app_key>/manifest", ExpoManifestView.as_view(), name="expo-manifest"),
+    path("expo/assets/<uuid:artifact_id>", ExpoAssetView.as_view(), name="expo-asset"),
     *router.urls,
 ]

@@ -1,12 +1,15 @@
 from django.db import transaction
-from django.http import FileResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -16,7 +19,7 @@ from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import JobSerializer
 from builds.choices import TokenScope
 from builds.models import Job
-from publishing import artifacts, edge, releases, sources
+from publishing import artifacts, edge, expo, releases, signing, sources
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
@@ -26,6 +29,8 @@ from publishing.api.serializers import (
     DeviceSerializer,
     PublishSerializer,
     ReleaseSerializer,
+    SigningKeyRequestSerializer,
+    SigningKeySerializer,
     SourceUploadRequestSerializer,
     SourceUploadSerializer,
     UpdateCheckQuerySerializer,
@@ -33,8 +38,8 @@ from publishing.api.serializers import (
     VersionSerializer,
 )
 from publishing.builds import BUILD_KINDS, request_build
-from publishing.choices import ArtifactKind, Visibility
-from publishing.models import App, Artifact, Device
+from publishing.choices import ArtifactKind, Environment, Visibility
+from publishing.models import App, AppSigningKey, Artifact, Device
 
 READ, WRITE, PUBLISH = TokenScope.BUILDS_READ, TokenScope.BUILDS_WRITE, TokenScope.PUBLISH
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded file
@@ -62,6 +67,9 @@ class AppViewSet(
         "publish": PUBLISH,
         "rollback": PUBLISH,
         "sources": WRITE,
+        "code_signing": READ,
+        "set_code_signing": PUBLISH,
+        "code_signing_certificate": READ,
     }
 
     def get_queryset(self):
@@ -137,6 +145,47 @@ class AppViewSet(
                 raise sources.upload_limit_error(app.account, int(declared))
         upload = sources.save_upload(app.account, app, request.FILES.get("file"))
         return Response(SourceUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=SigningKeySerializer)
+    @action(detail=True, methods=["get"], url_path="code-signing")
+    def code_signing(self, request, slug=None):
+        """The app's code signing certificate for Expo Updates (never its private key)."""
+        row = AppSigningKey.objects.filter(app=self.get_object()).first()
+        if row is None:
+            raise ServiceError(
+                "This app has no code signing key: POST to this URL to make one.",
+                code="not_found",
+                status=404,
+            )
+        return Response(SigningKeySerializer(row).data)
+
+    @extend_schema(request=SigningKeyRequestSerializer, responses={201: SigningKeySerializer})
+    @code_signing.mapping.post
+    def set_code_signing(self, request, slug=None):
+        """Generate the app's key and certificate, or keep an uploaded pair (replacing any)."""
+        app = self.get_object()
+        body = SigningKeyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        if "private_key_pem" in data:
+            row = signing.upload_key(
+                app, data["private_key_pem"], data["certificate_pem"], data["key_id"]
+            )
+        else:
+            row = signing.generate_key(app, data["key_id"])
+        return Response(SigningKeySerializer(row).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={(200, "application/x-pem-file"): OpenApiTypes.STR, 404: None})
+    @action(detail=True, methods=["get"], url_path="code-signing/certificate.pem")
+    def code_signing_certificate(self, request, slug=None):
+        """The certificate as a PEM file: app.json's updates.codeSigningCertificate."""
+        app = self.get_object()
+        row = AppSigningKey.objects.filter(app=app).first()
+        if row is None:
+            raise ServiceError("This app has no code signing key.", code="not_found", status=404)
+        response = HttpResponse(row.certificate_pem, content_type="application/x-pem-file")
+        response["Content-Disposition"] = f'attachment; filename="{app.slug}-certificate.pem"'
+        return response
 
     @extend_schema(request=None, responses=ReleaseSerializer)
     @action(detail=True, methods=["post"], url_path=r"releases/(?P<env>[a-z]+)/rollback")
@@ -230,6 +279,17 @@ def _file_response(artifact: Artifact) -> FileResponse:
     return response
 
 
+def public_bundle(artifact_id) -> Artifact:
+    """A public OTA bundle that is still stored (404 for any other id, 410 once deleted)."""
+    artifact = Artifact.objects.filter(
+        pk=artifact_id, kind=ArtifactKind.OTA_BUNDLE, visibility=Visibility.PUBLIC
+    ).first()
+    if artifact is None:
+        raise ServiceError("Not found.", code="not_found", status=404)
+    artifacts.ensure_available(artifact)
+    return artifact
+
+
 class BundleDownloadView(APIView):
     """A public OTA bundle, as devices download it (addressed by id, checked by sha256)."""
 
@@ -239,12 +299,7 @@ class BundleDownloadView(APIView):
 
     @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 404: None, 410: None})
     def get(self, request, artifact_id):
-        artifact = Artifact.objects.filter(
-            pk=artifact_id, kind=ArtifactKind.OTA_BUNDLE, visibility=Visibility.PUBLIC
-        ).first()
-        if artifact is None:
-            raise ServiceError("Not found.", code="not_found", status=404)
-        artifacts.ensure_available(artifact)
+        artifact = public_bundle(artifact_id)
         return _file_response(artifact)
 
 
@@ -331,3 +386,104 @@ class DeviceRegisterView(APIView):
             DeviceSerializer(device).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
+
+
+class JsonErrorsWhateverTheAccept(BaseContentNegotiation):
+    """The Expo views negotiate their own answers (publishing.expo.negotiate); DRF's
+    renderer is only for their JSON errors, whatever the client accepts."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ExpoManifestView(APIView):
+    """Expo Updates protocol v1: the live release of the channel's environment as a manifest
+    (multipart/mixed, or application/expo+json and application/json), 204 when there is none.
+    """
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+    content_negotiation_class = JsonErrorsWhateverTheAccept
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("expo-platform", str, "header", True, enum=["ios", "android"]),
+            OpenApiParameter("expo-runtime-version", str, "header", True),
+            OpenApiParameter("expo-channel-name", str, "header", False),
+            OpenApiParameter("expo-expect-signature", str, "header", False),
+        ],
+        responses={(200, "multipart/mixed"): OpenApiTypes.BINARY, 204: None, 400: None, 406: None},
+    )
+    def get(self, request, app_key):
+        expo_request = expo.parse_request(request.headers)
+        env = expo_request.env
+        app, release = releases.update_check_state(app_key, env if env in ENVIRONMENTS else "")
+        if app is None:
+            raise ServiceError("No app has this key.", code="not_found", status=404)
+        key = None
+        if expo_request.expects_signature:
+            key = AppSigningKey.objects.filter(app=app).first()
+            if key is None:
+                raise ServiceError(
+                    "The app asks for signed manifests but has no code signing key: make one "
+                    f"(POST /api/v1/apps/{app.slug}/code-signing/) and embed its certificate.",
+                    code="code_signing_not_configured",
+                    fields={"expo-expect-signature": "no key for this app"},
+                )
+
+        def asset_url(artifact_id):
+            path = reverse("expo-asset", kwargs={"artifact_id": artifact_id})
+            return request.build_absolute_uri(path)
+
+        manifest = expo.manifest_for(release, expo_request, asset_url)
+        if manifest is None:
+            return _expo_response(HttpResponse(status=status.HTTP_204_NO_CONTENT))
+        body = expo.encode(manifest)
+        signature = {"expo-signature": signing.signature_header(key, body)} if key else {}
+        if expo_request.accepts == expo.MULTIPART:
+            extensions = expo.encode({"assetRequestHeaders": {}})
+            content_type, payload = expo.multipart(
+                [("manifest", body, signature), ("extensions", extensions, {})]
+            )
+            response = HttpResponse(payload, content_type=content_type)
+        else:
+            response = HttpResponse(body, content_type=f"{expo_request.accepts}; charset=utf-8")
+            for header, value in signature.items():
+                response[header] = value
+        return _expo_response(response)
+
+
+ENVIRONMENTS = frozenset(Environment.values)
+
+
+def _expo_response(response: HttpResponse) -> HttpResponse:
+    for header, value in expo.COMMON_HEADERS.items():
+        response[header] = value
+    return response
+
+
+class ExpoAssetView(APIView):
+    """An Expo update's asset (a release's bundle): the same bytes at the same URL forever,
+    compressed as the client accepts."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+    content_negotiation_class = JsonErrorsWhateverTheAccept
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 404: None, 410: None})
+    def get(self, request, artifact_id):
+        artifact = public_bundle(artifact_id)
+        with artifacts.open_artifact(artifact) as handle:
+            data = handle.read()
+        body, encoding = expo.compressed(data, request.headers.get("accept-encoding", ""))
+        response = HttpResponse(body, content_type=expo.LAUNCH_ASSET_TYPE)
+        if encoding:
+            response["Content-Encoding"] = encoding
+        response["Vary"] = "Accept-Encoding"
+        response["Cache-Control"] = expo.ASSET_CACHE_CONTROL
+        response["ETag"] = f'"{artifact.sha256}"'
+        return response

@@ -7,7 +7,7 @@ from django.utils import timezone
 from buildevents.models import BuildRun
 from builds.choices import JobStatus
 from builds.models import Job
-from publishing import releases
+from publishing import releases, signing
 from publishing.models import App
 from tests.conftest import make_account
 from tests.publishing.conftest import finished_ota_build, tmp_storage  # noqa: F401
@@ -51,6 +51,7 @@ def victim(db, tmp_storage, api_client_for, clear_cache):  # noqa: F811
     )
     build, bundle, _ = finished_ota_build(app, "android", tmp_path=tmp_storage)
     version = releases.create_version(app, [build.pk])
+    signing.generate_key(app)  # its code signing key: the intruder must not reach it
     queued_job = Job.objects.create(
         kind="diagnostic.sleep",
         account=account,

@@ -18,6 +18,9 @@ PUBLIC_BY_DESIGN = {
     "/api/v1/artifacts/{artifact_id}/file/",
     # Public OTA bundles that devices download by their random id (release.json names them).
     "/api/v1/bundles/{artifact_id}/",
+    # Expo Updates: devices name the app by its public app key (tests/publishing/test_expo*).
+    "/api/v1/expo/{app_key}/manifest",
+    "/api/v1/expo/assets/{artifact_id}",
 }
 
 # (collection the parameter follows, parameter) -> the victim's object it names.
@@ -32,6 +35,8 @@ OBJECT_FOR = {
     ("artifacts", "artifact_id"): lambda v: v.artifact.pk,
     ("bundles", "artifact_id"): lambda v: v.artifact.pk,
     ("build-runs", "run_id"): lambda v: v.build_run.run_id,
+    ("expo", "app_key"): lambda v: v.app.app_key,
+    ("assets", "artifact_id"): lambda v: v.artifact.pk,
 }
 
 

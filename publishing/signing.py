@@ -1,0 +1,176 @@
+"""Code signing of Expo Updates manifests: one RSA key and certificate per app.
+
+BuildHub generates the key (or takes an uploaded one) and a self-signed certificate that
+``expo-updates`` accepts as a trusted root: RSA, ``digitalSignature`` key usage and the
+``codeSigning`` extended key usage. The app embeds the certificate
+(``updates.codeSigningCertificate``) and asks for signatures; every manifest and directive
+part is then signed with RSASSA-PKCS1-v1_5 over SHA-256 (``alg="rsa-v1_5-sha256"``) over the
+exact bytes sent. The private key is encrypted at rest like account secrets and never leaves
+the server: the API hands out the certificate only.
+"""
+
+import base64
+import datetime as dt
+import threading
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from buildhub.errors import ServiceError
+from publishing.models import App, AppSigningKey
+from publishing.secrets import fernet
+
+ALGORITHM = "rsa-v1_5-sha256"
+KEY_BITS = 2048
+CERTIFICATE_YEARS = 10
+DEFAULT_KEY_ID = "main"
+
+_loaded: dict[int, tuple[str, rsa.RSAPrivateKey]] = {}  # app id -> (row version, key)
+_loaded_lock = threading.Lock()
+
+
+def self_signed_certificate(key: rsa.RSAPrivateKey, common_name: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365 * CERTIFICATE_YEARS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _refuse(message: str, field: str) -> ServiceError:
+    return ServiceError(message, fields={field: message})
+
+
+def check_certificate(certificate: x509.Certificate, key: rsa.RSAPrivateKey) -> None:
+    """What expo-updates checks of a code signing certificate, checked before it is kept."""
+    public = certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey) or public.public_numbers() != (
+        key.public_key().public_numbers()
+    ):
+        raise _refuse("The certificate is not for this private key.", "certificate_pem")
+    now = dt.datetime.now(dt.UTC)
+    if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+        raise _refuse("The certificate is not valid now.", "certificate_pem")
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        extended = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = extended = None
+    if (
+        usage is None
+        or not usage.digital_signature
+        or (ExtendedKeyUsageOID.CODE_SIGNING not in extended)
+    ):
+        raise _refuse(
+            "The certificate needs the digitalSignature key usage and the codeSigning extended "
+            "key usage.",
+            "certificate_pem",
+        )
+
+
+def generate_key(app: App, key_id: str = DEFAULT_KEY_ID) -> AppSigningKey:
+    """A new RSA key and self-signed certificate for ``app`` (replacing any it had)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    certificate = self_signed_certificate(key, f"BuildHub {app.account.slug}/{app.slug}")
+    return _store(app, key, certificate, key_id, uploaded=False)
+
+
+def upload_key(app: App, private_key_pem: str, certificate_pem: str, key_id: str) -> AppSigningKey:
+    try:
+        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise _refuse(
+            "private_key_pem is not an unencrypted PEM private key.", "private_key_pem"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < KEY_BITS:
+        raise _refuse(f"The key must be RSA of at least {KEY_BITS} bits.", "private_key_pem")
+    try:
+        certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+    except ValueError:
+        raise _refuse("certificate_pem is not a PEM certificate.", "certificate_pem") from None
+    check_certificate(certificate, key)
+    return _store(app, key, certificate, key_id, uploaded=True)
+
+
+def _store(app, key, certificate, key_id: str, *, uploaded: bool) -> AppSigningKey:
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    row, _ = AppSigningKey.objects.update_or_create(
+        app=app,
+        defaults={
+            "key_id": key_id,
+            "private_key_encrypted": fernet().encrypt(private_pem),
+            "certificate_pem": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            "uploaded": uploaded,
+        },
+    )
+    with _loaded_lock:
+        _loaded.pop(app.pk, None)
+    return row
+
+
+def certificate_fingerprint(row: AppSigningKey) -> str:
+    certificate = x509.load_pem_x509_certificate(row.certificate_pem.encode())
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def _private_key(row: AppSigningKey) -> rsa.RSAPrivateKey:
+    """The app's key, decrypted once per process and key version."""
+    version = f"{row.pk}:{row.updated_at.isoformat()}"
+    with _loaded_lock:
+        cached = _loaded.get(row.app_id)
+    if cached and cached[0] == version:
+        return cached[1]
+    key = serialization.load_pem_private_key(
+        fernet().decrypt(bytes(row.private_key_encrypted)), password=None
+    )
+    with _loaded_lock:
+        _loaded[row.app_id] = (version, key)
+    return key
+
+
+def signature_header(row: AppSigningKey, body: bytes) -> str:
+    """The ``expo-signature`` value (an Expo SFV dictionary) for exactly ``body``."""
+    signature = _private_key(row).sign(body, padding.PKCS1v15(), hashes.SHA256())
+    encoded = base64.b64encode(signature).decode()
+    return f'sig="{encoded}", keyid="{row.key_id}", alg="{ALGORITHM}"'
+
+
+def verify(certificate_pem: str, body: bytes, signature_b64: str) -> bool:
+    """Whether ``signature_b64`` signs ``body`` under the certificate (as a client checks)."""
+    public = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+    try:
+        public.verify(base64.b64decode(signature_b64), body, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
