@@ -35,6 +35,7 @@ class ArtifactKind(models.TextChoices):
     INSTRUCTIONS = "instructions", "Instructions"
     WORKFLOW = "workflow", "CI workflow file"
     RELEASE_MANIFEST = "release_manifest", "Release manifest"
+    CODEPUSH_PACKAGE = "codepush_package", "CodePush package"
 
 
 class Visibility(models.TextChoices):

@@ -19,6 +19,10 @@ def new_app_key() -> str:
     return f"app_{secrets.token_urlsafe(18)}"
 
 
+def new_deployment_key() -> str:
+    return f"dk_{secrets.token_urlsafe(24)}"
+
+
 class App(models.Model):
     """A customer's mobile app; devices identify it by its public ``app_key``."""
 
@@ -135,6 +139,8 @@ class Release(models.Model):
     published_at = models.DateTimeField(default=timezone.now)
     rollout_percent = models.PositiveSmallIntegerField(default=100)
     mandatory = models.BooleanField(default=False)
+    # The app binaries (their version) a CodePush client takes this release on: a semver range.
+    target_binary_range = models.CharField(max_length=200, default="*")
     rolled_back_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey("builds.Job", null=True, blank=True, on_delete=models.SET_NULL)
 
@@ -168,6 +174,52 @@ class AppSigningKey(models.Model):
 
     def __str__(self):
         return f"code signing key {self.key_id} of {self.app}"
+
+
+class Deployment(models.Model):
+    """A CodePush deployment: what an app binary's deployment key names (app, environment,
+    platform). Keys are public (they ship in the app) and can be rotated."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="deployments")
+    env = models.CharField(max_length=16, choices=Environment.choices)
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    key = models.CharField(max_length=64, unique=True, default=new_deployment_key)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["app", "env", "platform"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "env", "platform"], name="deployment_unique_app_env_platform"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.app.slug} {self.env} {self.platform}"
+
+
+class UpdateReport(models.Model):
+    """A client's report on an update: downloaded, installed (DeploymentSucceeded) or rolled
+    back (DeploymentFailed)."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="update_reports")
+    env = models.CharField(max_length=16, choices=Environment.choices)
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    kind = models.CharField(max_length=16)  # "download" or "deploy"
+    status = models.CharField(max_length=32, blank=True)
+    label = models.CharField(max_length=64, blank=True)
+    app_version = models.CharField(max_length=64, blank=True)
+    client_id = models.CharField(max_length=128, blank=True)
+    previous_label_or_app_version = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["app", "env", "label"], name="update_report_label")]
+
+    def __str__(self):
+        return f"{self.kind} {self.status} {self.label} of {self.app.slug}"
 
 
 class Device(models.Model):

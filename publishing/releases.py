@@ -19,7 +19,7 @@ from builds.choices import JobStatus
 from builds.engine.runner import JobFailed
 from builds.engine.submit import submit_job
 from builds.models import Job
-from publishing import edge
+from publishing import edge, packages
 from publishing.artifacts import CHUNK, open_artifact
 from publishing.choices import ArtifactKind, Environment, VersionStatus
 from publishing.models import App, Artifact, Release, Version
@@ -108,9 +108,20 @@ def runtime_version_of(app: App, jobs: list[Job]) -> str:
 # --- publish -----------------------------------------------------------------------------
 @transaction.atomic
 def request_publish(
-    version: Version, env: str, *, submitted_by: str = "", staff=False, idempotency_key=""
+    version: Version,
+    env: str,
+    *,
+    submitted_by: str = "",
+    staff=False,
+    idempotency_key="",
+    mandatory=False,
+    rollout_percent=100,
+    target_binary_range="*",
 ):
-    """Queue the publish job; the version is ``publishing`` until the job ends."""
+    """Queue the publish job; the version is ``publishing`` until the job ends.
+
+    ``mandatory``, ``rollout_percent`` and ``target_binary_range`` (the app binaries CodePush
+    clients take it on) become the release's."""
     if env not in Environment.values:
         raise ServiceError(
             f"target_environment must be one of {', '.join(Environment.values)}.",
@@ -134,7 +145,14 @@ def request_publish(
     job, created = submit_job(
         version.app.account,
         PUBLISH_KIND,
-        {"version_id": version.pk, "env": env, "previous_status": previous},
+        {
+            "version_id": version.pk,
+            "env": env,
+            "previous_status": previous,
+            "mandatory": bool(mandatory),
+            "rollout_percent": int(rollout_percent),
+            "target_binary_range": target_binary_range,
+        },
         submitted_by=submitted_by,
         staff=staff,
         idempotency_key=idempotency_key,
@@ -254,8 +272,12 @@ def publish_executor(context):
                 f"verified {asset.kind} {asset.platform} {asset.sha256[:12]} ({asset.size} bytes)"
             )
         context.progress(10, "Assets verified")
+        made = packages.ensure_packages(context, version, assets)
+        context.progress(20, "CodePush packages ready")
 
         manifest = build_manifest(version, env, assets)
+        for platform, package in made.items():
+            manifest["bundles"][platform]["codepush"] = package
         validate_manifest(manifest)
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
         context.log(f"release.json: version {version.number}, {len(manifest['bundles'])} bundle(s)")
@@ -287,6 +309,9 @@ def publish_executor(context):
                 manifest_key=key,
                 manifest=manifest,
                 job=context.job,
+                mandatory=params.get("mandatory", False),
+                rollout_percent=params.get("rollout_percent", 100),
+                target_binary_range=params.get("target_binary_range", "*"),
             )
             transaction.on_commit(lambda: invalidate_update_cache(app, env))
         write_atomically(key, body)  # the switch: the previous release.json stays until now
@@ -408,6 +433,7 @@ def current_release(app: App, env: str) -> dict | None:
             "manifest": release.manifest,
             "rollout_percent": release.rollout_percent,
             "mandatory": release.mandatory,
+            "target_binary_range": release.target_binary_range,
         }
         if release
         else {}

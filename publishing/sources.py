@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from django.utils import timezone
 
 from buildhub.errors import ServiceError
 from builds.choices import JobStatus, Tier
+from builds.engine import sandbox
 from builds.engine.runner import JobFailed
 from builds.models import Account, Job
 from builds.tiers import MB
@@ -32,9 +32,6 @@ from publishing.hosts import private_host
 from publishing.models import App, SourceUpload
 
 SOURCE_DIR = "source"
-# The interpreter itself (not the virtual environment's link to it): the archive walk needs
-# only the standard library, which the sandbox shows read-only from sys.base_prefix.
-PYTHON = os.path.realpath(sys.executable)
 
 
 # --- uploads -----------------------------------------------------------------------------
@@ -281,13 +278,10 @@ def extract_in_sandbox(context, archive: Path, fmt: str, dest: Path) -> dict:
         elif kind == "ARCHIVE_REFUSED":
             outcome["refused"] = detail
 
-    script = Path(archives.__file__).resolve()
-    code = context.run(
-        [PYTHON, "-I", "-S", script, fmt, caps.max_bytes, caps.max_entries, archive, dest],
-        on_line=read,
-        check=False,
-        readable=[script, sys.base_prefix],
+    command, readable = sandbox.python_script(
+        archives.__file__, fmt, caps.max_bytes, caps.max_entries, archive, dest
     )
+    code = context.run(command, on_line=read, check=False, readable=readable)
     if "refused" in outcome:
         raise JobFailed(f"source archive refused: {outcome['refused']}")
     if code != 0 or "summary" not in outcome:

@@ -29,6 +29,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,16 @@ class LimitWatch:
     def reached(self, returncode: int) -> Limit | None:
         key = SIGNAL_LIMITS.get(returncode) or (self.hit if returncode != 0 else None)
         return LIMITS[key] if key else None
+
+
+def python_script(script: Path, *args) -> tuple[list, list]:
+    """A standard-library-only script of the service's, run in a step by the interpreter
+    alone (``-I -S``: no site-packages, no environment): its command line and the paths it
+    must see read-only (the script and the interpreter's prefix, not the virtual
+    environment's link to it)."""
+    script = Path(script).resolve()
+    command = [os.path.realpath(sys.executable), "-I", "-S", script, *args]
+    return command, [script, sys.base_prefix]
 
 
 def enabled() -> bool:

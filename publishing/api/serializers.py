@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from buildhub.errors import ServiceError
 from builds.api.serializers import JobSerializer
-from publishing import signing
+from publishing import semver, signing
 from publishing.artifacts import signed_file_url
 from publishing.choices import (
     BuildStage,
@@ -16,7 +16,16 @@ from publishing.choices import (
     Platform,
     Provider,
 )
-from publishing.models import App, AppSigningKey, Artifact, Device, Release, SourceUpload, Version
+from publishing.models import (
+    App,
+    AppSigningKey,
+    Artifact,
+    Deployment,
+    Device,
+    Release,
+    SourceUpload,
+    Version,
+)
 from publishing.sources import upload_format, validate_git_ref, validate_git_url
 
 
@@ -136,6 +145,26 @@ class PublishSerializer(serializers.Serializer):
     target_environment = serializers.ChoiceField(
         choices=Environment.choices, default=Environment.PRODUCTION
     )
+    mandatory = serializers.BooleanField(default=False)
+    rollout_percent = serializers.IntegerField(min_value=1, max_value=100, default=100)
+    target_binary_range = serializers.CharField(
+        max_length=200,
+        default="*",
+        help_text="The app binary versions CodePush clients take this release on (semver).",
+    )
+
+    def validate_target_binary_range(self, value):
+        try:
+            return semver.validate_range(value)
+        except semver.RangeError as error:
+            raise serializers.ValidationError(str(error)) from None
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Deployment
+        fields = ["env", "platform", "key", "created_at", "rotated_at"]
+        read_only_fields = fields
 
 
 class SigningKeySerializer(serializers.ModelSerializer):

@@ -7,6 +7,7 @@ from publishing.api.views import (
     ArtifactViewSet,
     BuildViewSet,
     BundleDownloadView,
+    CodePushPackageView,
     DeviceRegisterView,
     ExpoAssetView,
     ExpoManifestView,
@@ -25,5 +26,10 @@ urlpatterns = [
     path("devices/register", DeviceRegisterView.as_view(), name="device-register"),
     path("expo/<str:app_key>/manifest", ExpoManifestView.as_view(), name="expo-manifest"),
     path("expo/assets/<uuid:artifact_id>", ExpoAssetView.as_view(), name="expo-asset"),
+    path(
+        "codepush/packages/<uuid:artifact_id>",
+        CodePushPackageView.as_view(),
+        name="codepush-package",
+    ),
     *router.urls,
 ]

@@ -6,6 +6,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -19,13 +20,14 @@ from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import JobSerializer
 from builds.choices import TokenScope
 from builds.models import Job
-from publishing import artifacts, edge, expo, releases, signing, sources
+from publishing import artifacts, codepush, edge, expo, releases, signing, sources
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
     BuildRequestSerializer,
     BuildSerializer,
     CreateVersionSerializer,
+    DeploymentSerializer,
     DeviceSerializer,
     PublishSerializer,
     ReleaseSerializer,
@@ -70,6 +72,8 @@ class AppViewSet(
         "code_signing": READ,
         "set_code_signing": PUBLISH,
         "code_signing_certificate": READ,
+        "deployments": READ,
+        "rotate_deployment": PUBLISH,
     }
 
     def get_queryset(self):
@@ -118,12 +122,16 @@ class AppViewSet(
             raise ServiceError("No such version.", code="not_found", status=404)
         body = PublishSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        data = body.validated_data
         job, _ = releases.request_publish(
             version,
-            body.validated_data["target_environment"],
+            data["target_environment"],
             submitted_by=str(request.user),
             staff=request.user.is_staff,
             idempotency_key=request.headers.get("Idempotency-Key", ""),
+            mandatory=data["mandatory"],
+            rollout_percent=data["rollout_percent"],
+            target_binary_range=data["target_binary_range"],
         )
         return Response(
             JobSerializer(job, context=self.get_serializer_context()).data,
@@ -186,6 +194,24 @@ class AppViewSet(
         response = HttpResponse(row.certificate_pem, content_type="application/x-pem-file")
         response["Content-Disposition"] = f'attachment; filename="{app.slug}-certificate.pem"'
         return response
+
+    @extend_schema(responses=DeploymentSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def deployments(self, request, slug=None):
+        """The app's CodePush deployment keys, one per environment and platform."""
+        rows = self.paginate_queryset(codepush.deployments_of(self.get_object()))
+        return self.get_paginated_response(DeploymentSerializer(rows, many=True).data)
+
+    @extend_schema(request=None, responses=DeploymentSerializer)
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"deployments/(?P<env>[a-z]+)/(?P<platform>[a-z]+)/rotate",
+    )
+    def rotate_deployment(self, request, slug=None, env=None, platform=None):
+        """A new deployment key; binaries with the old one get no more updates."""
+        deployment = codepush.rotate(self.get_object(), env, platform)
+        return Response(DeploymentSerializer(deployment).data)
 
     @extend_schema(request=None, responses=ReleaseSerializer)
     @action(detail=True, methods=["post"], url_path=r"releases/(?P<env>[a-z]+)/rollback")
@@ -279,10 +305,11 @@ def _file_response(artifact: Artifact) -> FileResponse:
     return response
 
 
-def public_bundle(artifact_id) -> Artifact:
-    """A public OTA bundle that is still stored (404 for any other id, 410 once deleted)."""
+def public_bundle(artifact_id, kind=ArtifactKind.OTA_BUNDLE) -> Artifact:
+    """A public bundle (or package) that is still stored (404 for any other id, 410 once
+    deleted)."""
     artifact = Artifact.objects.filter(
-        pk=artifact_id, kind=ArtifactKind.OTA_BUNDLE, visibility=Visibility.PUBLIC
+        pk=artifact_id, kind=kind, visibility=Visibility.PUBLIC
     ).first()
     if artifact is None:
         raise ServiceError("Not found.", code="not_found", status=404)
@@ -486,4 +513,76 @@ class ExpoAssetView(APIView):
         response["Vary"] = "Accept-Encoding"
         response["Cache-Control"] = expo.ASSET_CACHE_CONTROL
         response["ETag"] = f'"{artifact.sha256}"'
+        return response
+
+
+class CodePushUpdateCheckView(APIView):
+    """CodePush update check (``react-native-code-push``): always 200 with ``update_info``."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+    legacy = False
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(name, str, "query", name in ("deployment_key", "app_version"))
+            for name in (
+                "deployment_key",
+                "app_version",
+                "package_hash",
+                "label",
+                "client_unique_id",
+                "is_companion",
+            )
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        query = request.query_params.dict()
+        if self.legacy:
+            query = codepush.from_legacy(query)
+
+        def package_url(artifact_id):
+            path = reverse("codepush-package", kwargs={"artifact_id": artifact_id})
+            return request.build_absolute_uri(path)
+
+        info = codepush.update_check(query, package_url)
+        if self.legacy:
+            return Response({"updateInfo": codepush.to_legacy(info)})
+        return Response({"update_info": info})
+
+
+class CodePushReportView(APIView):
+    """A CodePush client's download or deploy report; recorded, and always 200."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+    kind = "deploy"
+    legacy = False
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request):
+        try:
+            body = request.data if isinstance(request.data, dict) else {}
+        except (ParseError, UnsupportedMediaType):  # a report is never refused
+            body = {}
+        if self.legacy:
+            body = codepush.from_legacy(body)
+        codepush.record_report(self.kind, body)
+        return Response({"status": "ok"})
+
+
+class CodePushPackageView(APIView):
+    """A release's CodePush package (a zip), the same bytes at the same URL for good."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: None})
+    def get(self, request, artifact_id):
+        response = _file_response(public_bundle(artifact_id, ArtifactKind.CODEPUSH_PACKAGE))
+        response["Cache-Control"] = expo.ASSET_CACHE_CONTROL
         return response

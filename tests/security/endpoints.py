@@ -21,6 +21,8 @@ PUBLIC_BY_DESIGN = {
     # Expo Updates: devices name the app by its public app key (tests/publishing/test_expo*).
     "/api/v1/expo/{app_key}/manifest",
     "/api/v1/expo/assets/{artifact_id}",
+    # CodePush packages, named by random id in the update check's answer.
+    "/api/v1/codepush/packages/{artifact_id}",
 }
 
 # (collection the parameter follows, parameter) -> the victim's object it names.
@@ -36,6 +38,9 @@ OBJECT_FOR = {
     ("bundles", "artifact_id"): lambda v: v.artifact.pk,
     ("build-runs", "run_id"): lambda v: v.build_run.run_id,
     ("expo", "app_key"): lambda v: v.app.app_key,
+    ("deployments", "env"): lambda v: "production",
+    ("packages", "artifact_id"): lambda v: v.artifact.pk,
+    ("{env}", "platform"): lambda v: "android",
     ("assets", "artifact_id"): lambda v: v.artifact.pk,
 }
 
