@@ -1,6 +1,8 @@
 from django.contrib import admin
 
-from publishing.models import App
+from builds.admin import ReadOnlyAdmin
+from publishing import codepush
+from publishing.models import App, AppSigningKey, Deployment, UpdateReport
 
 
 @admin.register(App)
@@ -10,3 +12,37 @@ class AppAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "account__slug", "app_key"]
     readonly_fields = ["app_key", "created_at"]
     autocomplete_fields = ["account"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ReadOnlyAdmin):
+    """CodePush deployment keys (public: they ship in the apps); rotating is an action."""
+
+    list_display = ["app", "env", "platform", "key", "created_at", "rotated_at"]
+    list_select_related = ["app", "app__account"]
+    list_filter = ["env", "platform"]
+    search_fields = ["app__slug", "app__account__slug", "key"]
+    actions = ["rotate_keys"]
+
+    @admin.action(description="Rotate the keys (binaries with the old ones get no updates)")
+    def rotate_keys(self, request, queryset):
+        for deployment in queryset.select_related("app"):
+            codepush.rotate(deployment.app, deployment.env, deployment.platform)
+        self.message_user(request, f"Rotated {queryset.count()} deployment key(s).")
+
+
+@admin.register(AppSigningKey)
+class AppSigningKeyAdmin(ReadOnlyAdmin):
+    """Code signing certificates; the private key is never shown."""
+
+    list_display = ["app", "key_id", "uploaded", "created_at", "updated_at"]
+    list_select_related = ["app", "app__account"]
+    fields = ["app", "key_id", "uploaded", "certificate_pem", "created_at", "updated_at"]
+
+
+@admin.register(UpdateReport)
+class UpdateReportAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "app", "env", "platform", "kind", "status", "label", "client_id"]
+    list_select_related = ["app", "app__account"]
+    list_filter = ["kind", "status", "env", "platform"]
+    search_fields = ["app__slug", "label", "client_id"]
