@@ -102,7 +102,7 @@ def update_check(query: dict, package_url) -> dict:
         return no_update()
     _, release = releases.update_check_state(deployment["app_key"], deployment["env"])
     runs_update = bool(query.get("package_hash") or query.get("label"))
-    if not release:
+    if not release or release.get("directive"):  # nothing, or back to the binary's bundle
         return no_update(should_run_binary_version=runs_update)
     bundle = release["manifest"]["bundles"].get(deployment["platform"]) or {}
     package = bundle.get("codepush")

@@ -176,6 +176,17 @@ def manifest_for(release: dict | None, request: ExpoRequest, asset_url) -> dict 
     }
 
 
+def directive_for(release: dict | None, request: ExpoRequest) -> dict | None:
+    """The directive ``request`` should get from ``release`` (a roll back to the embedded
+    bundle, for devices of its runtime version), or None."""
+    if not release or not release.get("directive") or request.env not in Environment.values:
+        return None
+    manifest = release["manifest"]
+    if manifest.get("runtime_version") != request.runtime_version:
+        return None
+    return {"type": release["directive"], "parameters": {"commitTime": manifest["published_at"]}}
+
+
 def multipart(parts: list[tuple[str, bytes, dict]]) -> tuple[str, bytes]:
     """``multipart/mixed`` of ``(name, body, extra part headers)``: content type and body."""
     boundary = f"buildhub-{secrets.token_hex(12)}"

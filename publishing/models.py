@@ -141,6 +141,9 @@ class Release(models.Model):
     mandatory = models.BooleanField(default=False)
     # The app binaries (their version) a CodePush client takes this release on: a semver range.
     target_binary_range = models.CharField(max_length=200, default="*")
+    # Not an update but an instruction: "rollBackToEmbedded" sends devices back to the bundle
+    # their binary carries (its version is the release it replaced).
+    directive = models.CharField(max_length=32, blank=True)
     rolled_back_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey("builds.Job", null=True, blank=True, on_delete=models.SET_NULL)
 

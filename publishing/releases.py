@@ -363,6 +363,55 @@ def rollback(app: App, env: str) -> Release:
     return previous
 
 
+ROLL_BACK_TO_EMBEDDED = "rollBackToEmbedded"
+
+
+@transaction.atomic
+def rollback_to_embedded(app: App, env: str) -> Release:
+    """Send the environment's devices back to the bundle embedded in their binary.
+
+    A release of its own (a directive, not an update) on top of the live one: publishing
+    again replaces it, and rolling back from it serves the release before it again.
+    """
+    current = (
+        Release.objects.select_for_update()
+        .filter(app=app, env=env, rolled_back_at__isnull=True)
+        .select_related("version")
+        .first()
+    )
+    if current is None:
+        raise ServiceError(
+            "Nothing is published in this environment: devices run their embedded bundle.",
+            code="conflict",
+            status=409,
+        )
+    if current.directive == ROLL_BACK_TO_EMBEDDED:
+        return current
+    now = timezone.now()
+    manifest = {
+        "app": app.slug,
+        "env": env,
+        "directive": ROLL_BACK_TO_EMBEDDED,
+        "version": current.version.number,
+        "runtime_version": current.version.runtime_version,
+        "bundles": {},
+        "published_at": now.isoformat().replace("+00:00", "Z"),
+    }
+    release = Release.objects.create(
+        app=app,
+        env=env,
+        version=current.version,
+        manifest_key=current.manifest_key,
+        manifest=manifest,
+        published_at=now,
+        directive=ROLL_BACK_TO_EMBEDDED,
+    )
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    transaction.on_commit(lambda: write_atomically(release.manifest_key, body))
+    transaction.on_commit(lambda: invalidate_update_cache(app, env))
+    return release
+
+
 # --- update check ------------------------------------------------------------------------
 def _key_digest(app_key: str) -> str:
     return hashlib.sha256(app_key.encode()).hexdigest()
@@ -434,6 +483,7 @@ def current_release(app: App, env: str) -> dict | None:
             "rollout_percent": release.rollout_percent,
             "mandatory": release.mandatory,
             "target_binary_range": release.target_binary_range,
+            "directive": release.directive,
         }
         if release
         else {}
@@ -460,7 +510,7 @@ def check_for_update(
     device_id="",
 ) -> dict | None:
     """What a device should install from ``release`` (see update_check_state), or None."""
-    if release is None:
+    if release is None or release.get("directive"):
         return None
     manifest = release["manifest"]
     bundle = manifest["bundles"].get(platform)

@@ -11,13 +11,18 @@ the server: the API hands out the certificate only.
 
 import base64
 import datetime as dt
+import hashlib
 import threading
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
 
 from buildhub.errors import ServiceError
 from publishing.models import App, AppSigningKey
@@ -29,6 +34,8 @@ CERTIFICATE_YEARS = 10
 DEFAULT_KEY_ID = "main"
 
 _loaded: dict[int, tuple[str, rsa.RSAPrivateKey]] = {}  # app id -> (row version, key)
+_signatures: dict[tuple[str, bytes], str] = {}  # (key version, body digest) -> header
+MAX_SIGNATURES = 1024
 _loaded_lock = threading.Lock()
 
 
@@ -136,7 +143,41 @@ def _store(app, key, certificate, key_id: str, *, uploaded: bool) -> AppSigningK
     )
     with _loaded_lock:
         _loaded.pop(app.pk, None)
+    transaction.on_commit(lambda: cache.delete(_cache_key(app.pk)))
     return row
+
+
+def _cache_key(app_id: int) -> str:
+    return f"signing-key:{app_id}"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """What signing needs of an app's key row (plain values: it is kept in the cache)."""
+
+    app_id: int
+    key_id: str
+    version: str  # changes whenever the key is replaced
+    encrypted: bytes
+
+
+def key_for(app: App) -> SigningKey | None:
+    """The app's signing key, from the cache when warm (signed checks are device traffic)."""
+    key = cache.get(_cache_key(app.pk))
+    if key is None:
+        row = AppSigningKey.objects.filter(app=app).first()
+        key = (
+            SigningKey(
+                app.pk,
+                row.key_id,
+                f"{row.pk}:{row.updated_at.isoformat()}",
+                bytes(row.private_key_encrypted),
+            )
+            if row
+            else False
+        )
+        cache.set(_cache_key(app.pk), key, settings.UPDATE_CHECK_CACHE_SECONDS)
+    return key or None
 
 
 def certificate_fingerprint(row: AppSigningKey) -> str:
@@ -144,26 +185,33 @@ def certificate_fingerprint(row: AppSigningKey) -> str:
     return certificate.fingerprint(hashes.SHA256()).hex()
 
 
-def _private_key(row: AppSigningKey) -> rsa.RSAPrivateKey:
+def _private_key(key: SigningKey) -> rsa.RSAPrivateKey:
     """The app's key, decrypted once per process and key version."""
-    version = f"{row.pk}:{row.updated_at.isoformat()}"
     with _loaded_lock:
-        cached = _loaded.get(row.app_id)
-    if cached and cached[0] == version:
+        cached = _loaded.get(key.app_id)
+    if cached and cached[0] == key.version:
         return cached[1]
-    key = serialization.load_pem_private_key(
-        fernet().decrypt(bytes(row.private_key_encrypted)), password=None
-    )
+    private = serialization.load_pem_private_key(fernet().decrypt(key.encrypted), password=None)
     with _loaded_lock:
-        _loaded[row.app_id] = (version, key)
-    return key
+        _loaded[key.app_id] = (key.version, private)
+    return private
 
 
-def signature_header(row: AppSigningKey, body: bytes) -> str:
-    """The ``expo-signature`` value (an Expo SFV dictionary) for exactly ``body``."""
-    signature = _private_key(row).sign(body, padding.PKCS1v15(), hashes.SHA256())
-    encoded = base64.b64encode(signature).decode()
-    return f'sig="{encoded}", keyid="{row.key_id}", alg="{ALGORITHM}"'
+def signature_header(key: SigningKey, body: bytes) -> str:
+    """The ``expo-signature`` value (an Expo SFV dictionary) for exactly ``body``.
+
+    A release's manifest is the same bytes for every device, so its signature is made once
+    per process and key version (an RSA signature costs about a millisecond of CPU)."""
+    remembered = (key.version, hashlib.sha256(body).digest())
+    header = _signatures.get(remembered)
+    if header is None:
+        signature = _private_key(key).sign(body, padding.PKCS1v15(), hashes.SHA256())
+        encoded = base64.b64encode(signature).decode()
+        header = f'sig="{encoded}", keyid="{key.key_id}", alg="{ALGORITHM}"'
+        if len(_signatures) >= MAX_SIGNATURES:
+            _signatures.clear()
+        _signatures[remembered] = header
+    return header
 
 
 def verify(certificate_pem: str, body: bytes, signature_b64: str) -> bool:

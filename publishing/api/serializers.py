@@ -160,6 +160,13 @@ class PublishSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(error)) from None
 
 
+class RollbackSerializer(serializers.Serializer):
+    to = serializers.ChoiceField(
+        choices=[("previous", "the previous release"), ("embedded", "the embedded bundle")],
+        default="previous",
+    )
+
+
 class DeploymentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Deployment
@@ -211,6 +218,8 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "published_at",
             "rollout_percent",
             "mandatory",
+            "target_binary_range",
+            "directive",
             "rolled_back_at",
         ]
         read_only_fields = fields

@@ -31,6 +31,7 @@ from publishing.api.serializers import (
     DeviceSerializer,
     PublishSerializer,
     ReleaseSerializer,
+    RollbackSerializer,
     SigningKeyRequestSerializer,
     SigningKeySerializer,
     SourceUploadRequestSerializer,
@@ -213,10 +214,17 @@ class AppViewSet(
         deployment = codepush.rotate(self.get_object(), env, platform)
         return Response(DeploymentSerializer(deployment).data)
 
-    @extend_schema(request=None, responses=ReleaseSerializer)
+    @extend_schema(request=RollbackSerializer, responses=ReleaseSerializer)
     @action(detail=True, methods=["post"], url_path=r"releases/(?P<env>[a-z]+)/rollback")
     def rollback(self, request, slug=None, env=None):
-        release = releases.rollback(self.get_object(), env)
+        """Back to the previous release, or (``{"to": "embedded"}``) to the bundle the app
+        binaries embed."""
+        body = RollbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        if body.validated_data["to"] == "embedded":
+            release = releases.rollback_to_embedded(self.get_object(), env)
+        else:
+            release = releases.rollback(self.get_object(), env)
         return Response(ReleaseSerializer(release).data)
 
 
@@ -451,7 +459,7 @@ class ExpoManifestView(APIView):
             raise ServiceError("No app has this key.", code="not_found", status=404)
         key = None
         if expo_request.expects_signature:
-            key = AppSigningKey.objects.filter(app=app).first()
+            key = signing.key_for(app)
             if key is None:
                 raise ServiceError(
                     "The app asks for signed manifests but has no code signing key: make one "
@@ -464,6 +472,9 @@ class ExpoManifestView(APIView):
             path = reverse("expo-asset", kwargs={"artifact_id": artifact_id})
             return request.build_absolute_uri(path)
 
+        directive = expo.directive_for(release, expo_request)
+        if directive is not None:
+            return _expo_response(_expo_directive(directive, expo_request, key))
         manifest = expo.manifest_for(release, expo_request, asset_url)
         if manifest is None:
             return _expo_response(HttpResponse(status=status.HTTP_204_NO_CONTENT))
@@ -483,6 +494,21 @@ class ExpoManifestView(APIView):
 
 
 ENVIRONMENTS = frozenset(Environment.values)
+
+
+def _expo_directive(directive: dict, expo_request, key) -> HttpResponse:
+    """A directive travels only as a multipart part (the JSON answers carry manifests)."""
+    if expo_request.accepts != expo.MULTIPART:
+        raise ServiceError(
+            "The answer here is a directive (rollBackToEmbedded), which only a "
+            "multipart/mixed response carries; accept multipart/mixed.",
+            code="not_acceptable",
+            status=406,
+        )
+    body = expo.encode(directive)
+    signature = {"expo-signature": signing.signature_header(key, body)} if key else {}
+    content_type, payload = expo.multipart([("directive", body, signature)])
+    return HttpResponse(payload, content_type=content_type)
 
 
 def _expo_response(response: HttpResponse) -> HttpResponse:

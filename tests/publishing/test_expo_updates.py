@@ -320,3 +320,65 @@ def test_an_uploaded_key_must_match_its_certificate_and_be_a_code_signing_one(
     assert_error(half, 400, "invalid")
     assert uploaded.status_code == 201 and uploaded.json()["uploaded"] is True
     assert uploaded.json()["key_id"] == "team"
+
+
+# --- roll back to the embedded bundle -----------------------------------------------------
+def test_a_roll_back_to_embedded_is_a_signed_directive_with_its_commit_time(
+    pro_account, api_client_for, app, tmp_storage
+):
+    client = api_client_for(pro_account)
+    client.post(f"/api/v1/apps/{app.slug}/code-signing/", {}, format="json")
+    certificate = client.get(f"/api/v1/apps/{app.slug}/code-signing/certificate.pem/").content
+    publish(app, tmp_storage)
+    live = json.loads(ask(app, accept="application/json").content)
+
+    rolled = client.post(
+        f"/api/v1/apps/{app.slug}/releases/production/rollback/", {"to": "embedded"}, format="json"
+    )
+    answer = ask(app, accept="multipart/mixed", expo_expect_signature="sig")
+
+    assert rolled.status_code == 200 and rolled.json()["directive"] == "rollBackToEmbedded"
+    assert answer.status_code == 200
+    assert_common_headers(answer)
+    [(name, (headers, body))] = parts_of(answer).items()
+    assert name == "directive"
+    directive = json.loads(body)
+    assert directive["type"] == "rollBackToEmbedded"
+    assert directive["parameters"]["commitTime"].endswith("Z")
+    assert directive["parameters"]["commitTime"] >= live["createdAt"]
+    signature = headers["expo-signature"].split('sig="')[1].split('"')[0]
+    assert signing.verify(certificate.decode(), body, signature)
+    # A JSON answer cannot carry a directive; other runtime versions are not touched.
+    assert ask(app, accept="application/json").status_code == 406
+    assert ask(app, runtime="9.9.9").status_code == 204
+
+    # Rolling back again serves the release as before; publishing replaces the directive.
+    client.post(f"/api/v1/apps/{app.slug}/releases/production/rollback/", {}, format="json")
+    assert json.loads(ask(app, accept="application/json").content) == live
+    publish(app, tmp_storage, BUNDLE_2)
+    assert json.loads(ask(app, accept="application/json").content)["id"] != live["id"]
+
+
+def test_codepush_devices_are_told_to_run_their_binary_after_a_roll_back_to_embedded(
+    app, tmp_storage
+):
+    from publishing import codepush
+
+    publish(app, tmp_storage)
+    releases.rollback_to_embedded(app, "production")
+    key = next(
+        d.key
+        for d in codepush.deployments_of(app)
+        if d.env == "production" and d.platform == "android"
+    )
+
+    info = (
+        Client()
+        .get(
+            "/v0.1/public/codepush/update_check",
+            {"deployment_key": key, "app_version": "1.0.0", "label": "v1", "package_hash": "x"},
+        )
+        .json()["update_info"]
+    )
+
+    assert info["is_available"] is False and info["should_run_binary_version"] is True
