@@ -7,6 +7,8 @@
 - The sandbox's cost: warm builds with ``BUILD_SANDBOX=bwrap`` and ``off`` in alternating
   rounds (medians of each, with the machine's CPU time per build), and a
   step alone (``/bin/true`` through the sandbox and as a plain child, 20 each).
+- The same device's check in each protocol (BuildHub's, Expo's signed multipart manifest,
+  CodePush's) on one daphne per core, in alternating rounds, p95 and daphne CPU per check.
 - Update check: the built bundle is published, a real daphne serves the project on loopback,
   and 100 concurrent clients (plain asyncio, one keep-alive connection each) ask
   ``GET /api/v1/updates/check`` with the app key; p50 and p95 of the request latency.
@@ -31,7 +33,7 @@ from builds.choices import JobStatus, Tier
 from builds.engine import sandbox
 from builds.engine.runner import run_next_job
 from builds.models import Job
-from publishing import releases
+from publishing import codepush, releases, signing
 from tests.bench.helpers import percentile, row, started_web, wait_until
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
@@ -145,6 +147,81 @@ def healthy(port: int) -> bool:
         return False
 
 
+def measured(port, request: bytes, per_client: int, daphnes) -> tuple[list[float], float, float]:
+    # This process holds Django and the earlier benchmarks' objects: a full collection here
+    # would stall the clients and be counted as the server's latency.
+    gc.collect()
+    gc.freeze()
+    try:
+        return asyncio.run(devices(port, request, per_client, daphnes))
+    finally:
+        gc.unfreeze()
+
+
+def protocol_requests(app, port: int) -> dict[str, bytes]:
+    """The same device's check in each protocol: BuildHub's own, Expo's (signed, multipart),
+    CodePush's."""
+    host = f"Host: 127.0.0.1:{port}\r\n"
+    deployment = next(
+        d.key
+        for d in codepush.deployments_of(app)
+        if d.env == "production" and d.platform == "android"
+    )
+    own = (
+        f"/api/v1/updates/check?app={app.slug}&platform=android"
+        f"&runtime_version={app.runtime_version}&channel=production&device=bench-device"
+    )
+    return {
+        "BuildHub": f"GET {own} HTTP/1.1\r\n{host}X-App-Key: {app.app_key}\r\n\r\n".encode(),
+        "Expo, signed": (
+            f"GET /api/v1/expo/{app.app_key}/manifest HTTP/1.1\r\n{host}"
+            "expo-protocol-version: 1\r\nexpo-platform: android\r\n"
+            f"expo-runtime-version: {app.runtime_version}\r\nexpo-channel-name: production\r\n"
+            'accept: multipart/mixed\r\nexpo-expect-signature: sig, keyid="main"\r\n'
+            "eas-client-id: bench-device\r\n\r\n"
+        ).encode(),
+        "CodePush": (
+            f"GET /v0.1/public/codepush/update_check?deployment_key={deployment}"
+            f"&app_version=1.0.0&client_unique_id=bench-device HTTP/1.1\r\n{host}\r\n"
+        ).encode(),
+    }
+
+
+def protocol_rows(ctx, app) -> list[dict]:
+    """p95 of each protocol's check at 100 clients on one daphne per core, in alternating
+    rounds against the same servers (medians of the rounds), beside BuildHub's own check."""
+    signing.key_for(app) or signing.generate_key(app)
+    rounds = 1 if ctx.quick else 3
+    p95s: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    with started_web(ctx, "ota-protocols", CORES) as (port, web):
+        wait_until(lambda: healthy(port), seconds=60, what="daphne to serve", poll=0.2)
+        daphnes = [psutil.Process(server.pid) for server in web]
+        requests = protocol_requests(app, port)
+        for _ in range(rounds):
+            for name, request in requests.items():
+                latencies, _, server_cpu = measured(port, request, 10 if ctx.quick else 50, daphnes)
+                p95s.setdefault(name, []).append(percentile(latencies, 95) * 1000)
+                cpu.setdefault(name, []).append(server_cpu * 1000 / len(latencies))
+    ctx.log(f"protocols: p95 {p95s}, daphne CPU per check {cpu}")
+    baseline = statistics.median(p95s["BuildHub"])
+    rows = []
+    for name in requests:
+        p95 = statistics.median(p95s[name])
+        goal = None if name == "BuildHub" else p95 <= 1.5 * baseline
+        rows.append(
+            row(
+                f"update check p95, {name} ({CLIENTS} clients, {CORES} daphne)",
+                p95,
+                "ms",
+                None if goal is None else f"<= 1.5 x BuildHub's ({1.5 * baseline:.1f} ms)",
+                goal,
+            )
+        )
+        rows.append(row(f"  daphne CPU per check, {name}", statistics.median(cpu[name]), "ms"))
+    return rows
+
+
 def update_check_rows(ctx, app, processes: int) -> list[dict]:
     """The update check against ``processes`` daphne processes serving one port."""
     servers = "one daphne" if processes == 1 else f"{processes} daphne (one per core)"
@@ -159,14 +236,7 @@ def update_check_rows(ctx, app, processes: int) -> list[dict]:
         ).encode()
         per_client = 10 if ctx.quick else 100
         daphnes = [psutil.Process(server.pid) for server in web]
-        # This process holds Django and the earlier benchmarks' objects: a full collection
-        # here would stall the clients and be counted as the server's latency.
-        gc.collect()
-        gc.freeze()
-        try:
-            latencies, wall, server_cpu = asyncio.run(devices(port, request, per_client, daphnes))
-        finally:
-            gc.unfreeze()
+        latencies, wall, server_cpu = measured(port, request, per_client, daphnes)
     count = len(latencies)
     p50, p95 = percentile(latencies, 50) * 1000, percentile(latencies, 95) * 1000
     ctx.log(
@@ -264,4 +334,5 @@ def run(ctx) -> list[dict]:
         *sandbox_rows,
         *update_check_rows(ctx, app, 1),
         *(update_check_rows(ctx, app, CORES) if CORES > 1 else []),
+        *protocol_rows(ctx, app),
     ]
