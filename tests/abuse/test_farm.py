@@ -114,7 +114,7 @@ def test_a_sixth_account_is_blocked_once_it_matches_and_refused_with_a_neutral_4
 
     # Through the HTTP API the refusal says nothing about why.
     app = App.objects.create(account=sixth, slug="torch", name="Torch Light 6")
-    Version.objects.create(app=app, number=1, status=VersionStatus.READY)
+    Version.objects.create(app=app, number=1, status=VersionStatus.READY, runtime_version="1.0")
     client = api_client_for(sixth, scopes=[TokenScope.PUBLISH])
     response = client.post(
         "/api/v1/apps/torch/versions/1/publish/",
