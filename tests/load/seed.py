@@ -2,8 +2,9 @@
 
 Accounts of every tier with one token each, a staff session (diagnostic jobs are staff-only),
 and a Pro app with a published release whose bundle is a real file in storage: the release
-goes through ``create_version`` and the real publish executor, only the Metro build in front
-of it is replaced by a bundle file (as tests/publishing/conftest.py ``finished_ota_build``).
+goes through ``create_version`` and the real publish job, run by the engine in this process,
+only the Metro build in front of it is replaced by a bundle file (as
+tests/publishing/conftest.py ``finished_ota_build``).
 """
 
 import os
@@ -16,6 +17,7 @@ from django.middleware.csrf import _get_new_csrf_string
 from django.utils import timezone
 
 from builds.choices import JobStatus, Tier, TokenScope
+from builds.engine.runner import run_next_job
 from builds.models import Job
 from builds.services import create_account, create_api_token
 from publishing import artifacts, releases
@@ -24,20 +26,6 @@ from publishing.models import App
 
 BUNDLE_BYTES = 256 * 1024  # a small production bundle; devices download it whole
 POLLED_JOBS = 20
-
-
-class _Context:
-    """What the publish executor needs of a job context, outside a worker."""
-
-    def __init__(self, job):
-        self.job = job
-        self.params = job.params
-
-    def progress(self, percent, stage=""):
-        pass
-
-    def log(self, message, level="info"):
-        pass
 
 
 def _bundle_build(app: App, platform: str, workdir: Path) -> Job:
@@ -73,10 +61,13 @@ def _publish(app: App) -> dict:
         builds = [_bundle_build(app, platform, Path(workdir)) for platform in app.platforms]
     version = releases.create_version(app, [job.pk for job in builds])
     publish_job, _ = releases.request_publish(version, "production", staff=True)
-    result = releases.publish_executor(_Context(publish_job))
-    Job.objects.filter(pk=publish_job.pk).update(
-        status=JobStatus.SUCCEEDED, result=result, progress=100, finished_at=timezone.now()
-    )
+    # The engine runs it here, in this process, as a worker would (the CodePush packages are
+    # made in the build sandbox).
+    if run_next_job() != str(publish_job.pk):
+        raise RuntimeError("the seed's publish job was not the one run")
+    published = Job.objects.get(pk=publish_job.pk)
+    if published.status != JobStatus.SUCCEEDED:
+        raise RuntimeError(f"the seed's publish failed: {published.error}")
     release = releases.current_release(app, "production")
     return {
         platform: {"artifact": bundle["artifact"], "sha256": bundle["sha256"]}
