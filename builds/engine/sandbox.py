@@ -281,13 +281,24 @@ def _refuse_service_paths(path: Path, workspace_root: Path) -> None:
 
 
 def hand_over(path: Path, uid: int) -> None:
-    """Give ``path`` and what the worker wrote below it to the sandbox's user (root workers).
+    """Give ``path`` and what the worker wrote in it to the sandbox's user (root workers).
 
-    Folders the sandbox made are its already: the walk does not descend into them, so a
-    node_modules written by npm costs nothing. Links are changed, never followed (and no
-    step outlives itself to swap a folder for a link meanwhile).
+    The worker writes into a step's folders at their top (``out``, ``tmp``, a package's
+    folder, the unpacked source) between steps: the top is always looked at. Below it, a
+    folder the sandbox made is its already and is not walked, so a node_modules written by
+    npm costs nothing. Links are changed, never followed (and no step outlives itself to swap
+    a folder for a link meanwhile).
     """
-    pending = [str(path)]
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if info.st_uid != uid:
+        os.lchown(path, uid, uid)
+    if not stat.S_ISDIR(info.st_mode):
+        return
+    with os.scandir(path) as children:
+        pending = [child.path for child in children]
     while pending:
         current = pending.pop()
         try:

@@ -385,3 +385,21 @@ def test_workspaces_the_steps_made_unwritable_are_still_removed(account, private
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert not list(private_workspaces.glob(f"{WORKSPACE_PREFIX}*"))
     assert workspace_root() == private_workspaces
+
+
+def test_what_the_worker_writes_between_steps_is_writable_by_the_next_step(account, settings):
+    def executor(context):
+        context.run(["/bin/sh", "-c", "mkdir made-by-step && echo one > made-by-step/f"])
+        (context.workspace / "made-by-worker").mkdir()  # e.g. a folder for the next step
+        (context.workspace / "made-by-worker" / "input").write_text("two")
+        context.run(["/bin/sh", "-c", "cat made-by-worker/input > made-by-worker/output"])
+        return {"output": (context.workspace / "made-by-worker" / "output").read_text()}
+
+    registry.register_kind("test.sandbox.between", executor, staff_only=True)
+    [job] = queue_jobs(account, 1, kind="test.sandbox.between", params={})
+
+    run_next_job()
+
+    job = Job.objects.get(pk=job.pk)
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.result == {"output": "two"}

@@ -260,3 +260,21 @@ def test_the_package_is_made_once_per_version_and_kept_with_it(app, tmp_storage)
     assert version.assets.filter(kind="codepush_package").count() == 1
     staging = Release.objects.get(env="staging").manifest["bundles"]["android"]["codepush"]
     assert staging["artifact"] == str(packages.get().pk)
+
+
+def test_a_version_of_both_platforms_gets_a_package_for_each(app, tmp_storage):
+    android, _, _ = finished_ota_build(app, "android", content=BUNDLE, tmp_path=tmp_storage)
+    ios, _, _ = finished_ota_build(app, "ios", content=BUNDLE_2, tmp_path=tmp_storage)
+    version = releases.create_version(app, [android.pk, ios.pk])
+    publish_job, _ = releases.request_publish(version, "production")
+    assert run_next_job() == str(publish_job.pk)
+
+    bundles = Release.objects.get().manifest["bundles"]
+    ios_key = key_of(app, platform="ios")
+    ios_info = check(ios_key)
+    ios_zip = b"".join(Client().get(ios_info["download_url"]).streaming_content)
+
+    assert set(bundles) == {"android", "ios"}
+    assert bundles["android"]["codepush"]["artifact"] != bundles["ios"]["codepush"]["artifact"]
+    with zipfile.ZipFile(io.BytesIO(ios_zip)) as archive:
+        assert archive.read("CodePush/main.jsbundle") == BUNDLE_2
