@@ -23,7 +23,7 @@ from django.utils import timezone
 from buildhub.errors import ServiceError
 from publishing import releases, semver
 from publishing.choices import Environment
-from publishing.models import App, Deployment, Release, UpdateReport
+from publishing.models import App, Deployment, UpdateReport
 
 logger = logging.getLogger("buildhub.codepush")
 
@@ -122,7 +122,7 @@ def update_check(query: dict, package_url) -> dict:
     label = f"v{release['manifest']['version']}"
     return {
         "is_available": True,
-        "is_mandatory": release["mandatory"] or _mandatory_since(deployment, query, release),
+        "is_mandatory": release["mandatory"] or _mandatory_since(query, release),
         "download_url": package_url(package["artifact"]),
         "description": "",
         "label": label,
@@ -134,19 +134,12 @@ def update_check(query: dict, package_url) -> dict:
     }
 
 
-def _mandatory_since(deployment: dict, query: dict, release: dict) -> bool:
+def _mandatory_since(query: dict, release: dict) -> bool:
     """Whether a mandatory release came after the one the device runs (up to the latest)."""
-    releases_since = Release.objects.filter(
-        app_id=deployment["app_id"],
-        env=deployment["env"],
-        rolled_back_at__isnull=True,
-        mandatory=True,
-        version__number__lte=release["manifest"]["version"],
-    )
     running = LABEL.match(str(query.get("label", "")))
-    if running:
-        releases_since = releases_since.filter(version__number__gt=int(running.group(1)))
-    return releases_since.exists()
+    since = int(running.group(1)) if running else 0
+    latest = release["manifest"]["version"]
+    return any(since < number <= latest for number in release.get("mandatory_versions", ()))
 
 
 def record_report(kind: str, body: dict) -> None:

@@ -484,6 +484,12 @@ def current_release(app: App, env: str) -> dict | None:
             "mandatory": release.mandatory,
             "target_binary_range": release.target_binary_range,
             "directive": release.directive,
+            # Live mandatory releases, for clients that must know whether one came after theirs.
+            "mandatory_versions": sorted(
+                Release.objects.filter(
+                    app=app, env=env, rolled_back_at__isnull=True, mandatory=True
+                ).values_list("version__number", flat=True)
+            ),
         }
         if release
         else {}
