@@ -207,15 +207,36 @@ def encode(document: dict) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-def compressed(data: bytes, accept_encoding: str) -> tuple[bytes, str]:
-    """``data`` in the best encoding the client accepts: brotli, gzip, or as it is."""
+def best_encoding(accept_encoding: str) -> str:
+    """The encoding to send for ``accept-encoding``: brotli, gzip, or '' (as it is)."""
     accepted = {
         item.split(";")[0].strip().lower()
         for item in accept_encoding.split(",")
         if item.strip() and not re.search(r";\s*q=0(\.0*)?\s*$", item)
     }
-    if "br" in accepted:
-        return brotli.compress(data, quality=5), "br"
-    if "gzip" in accepted:
-        return gzip.compress(data, compresslevel=6, mtime=0), "gzip"
-    return data, ""
+    return "br" if "br" in accepted else "gzip" if "gzip" in accepted else ""
+
+
+# An asset's bytes never change (it is addressed by its id and checked by its sha256), so a
+# process encodes each one once per encoding: every device of a fleet asks for the same few.
+_encoded: dict[tuple[str, str], bytes] = {}
+REMEMBERED_ASSETS = 32
+REMEMBERED_MAX_BYTES = 16 * 1024 * 1024
+
+
+def asset_body(sha256: str, encoding: str, read) -> bytes:
+    """The asset with this sha256 in ``encoding``; ``read()`` gives its bytes when needed."""
+    body = _encoded.get((sha256, encoding))
+    if body is None:
+        data = read()
+        if encoding == "br":
+            body = brotli.compress(data, quality=5)
+        elif encoding == "gzip":
+            body = gzip.compress(data, compresslevel=6, mtime=0)
+        else:
+            body = data
+        if len(data) <= REMEMBERED_MAX_BYTES:
+            if len(_encoded) >= REMEMBERED_ASSETS:
+                _encoded.clear()
+            _encoded[(sha256, encoding)] = body
+    return body

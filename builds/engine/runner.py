@@ -231,7 +231,7 @@ class JobContext:
             command = args
         elif sandbox.enabled():
             box = self.sandbox()
-            child_env = box.environment(env, args[0])
+            child_env = sandbox.step_environment(self.workspace, env, args[0])
             try:
                 command = box.command(
                     args, cwd=cwd, network=network, writable=writable, readable=readable
@@ -243,11 +243,7 @@ class JobContext:
             refusal = sandbox.mode_refusal()
             if refusal:
                 raise JobFailed(refusal)
-            child_env = sandbox.Sandbox(
-                self.workspace, self.job.account_id, workspace_root() / SANDBOX_DIR
-            ).environment(env, args[0])
-            for name in ("home", "tmp"):
-                (self.workspace / name).mkdir(exist_ok=True)
+            child_env = sandbox.step_environment(self.workspace, env, args[0])
             extra["preexec_fn"] = sandbox.limits_setter()
             command = args
         process = subprocess.Popen(

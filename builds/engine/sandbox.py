@@ -328,6 +328,27 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=allow_and_retry)
 
 
+def step_environment(workspace: Path, env: dict | None, program: str = "") -> dict[str, str]:
+    """A step's whole environment (sandboxed or not): the allow-list, then what the executor
+    gives. HOME and TMPDIR are folders of the workspace, made here; PATH is the system's
+    folders and the folder of the step's program."""
+    for name in ("home", "tmp"):
+        (workspace / name).mkdir(exist_ok=True)
+    found = shutil.which(program) if program else None
+    path = [os.path.dirname(found)] if found else []
+    base = {
+        name: os.environ[name] for name in settings.BUILD_SANDBOX_PASS_ENV if name in os.environ
+    }
+    base.update(
+        HOME=str(workspace / "home"),
+        TMPDIR=str(workspace / "tmp"),
+        LANG=os.environ.get("LANG") or "C.UTF-8",
+        CI="1",
+    )
+    given = {key: str(value) for key, value in (env or {}).items()}
+    return {**base, **given, "PATH": ":".join(dict.fromkeys([*path, *DEFAULT_PATH]))}
+
+
 def sandbox_uid(owner: int) -> int:
     """The user id of an account's steps when the worker runs as root.
 
@@ -368,30 +389,9 @@ class Sandbox:
         if problem:
             raise SandboxUnavailable(problem)
         self._etc = _etc_files(self.state_dir, self.uid)
-        for name in ("home", "tmp"):
-            (self.workspace / name).mkdir(exist_ok=True)
         return self
 
     # --- a step -------------------------------------------------------------------------
-    def environment(self, env: dict | None, program: str = "") -> dict[str, str]:
-        """The step's whole environment: the allow-list, then what the executor gives.
-
-        PATH is the sandbox's: the system's folders and the folder of the step's program.
-        """
-        found = shutil.which(program) if program else None
-        path = [os.path.dirname(found)] if found else []
-        base = {
-            name: os.environ[name] for name in settings.BUILD_SANDBOX_PASS_ENV if name in os.environ
-        }
-        base.update(
-            HOME=str(self.workspace / "home"),
-            TMPDIR=str(self.workspace / "tmp"),
-            LANG=os.environ.get("LANG") or "C.UTF-8",
-            CI="1",
-        )
-        given = {key: str(value) for key, value in (env or {}).items()}
-        return {**base, **given, "PATH": ":".join(dict.fromkeys([*path, *DEFAULT_PATH]))}
-
     def command(
         self,
         args: list[str],

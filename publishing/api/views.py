@@ -530,9 +530,13 @@ class ExpoAssetView(APIView):
     @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 404: None, 410: None})
     def get(self, request, artifact_id):
         artifact = public_bundle(artifact_id)
-        with artifacts.open_artifact(artifact) as handle:
-            data = handle.read()
-        body, encoding = expo.compressed(data, request.headers.get("accept-encoding", ""))
+        encoding = expo.best_encoding(request.headers.get("accept-encoding", ""))
+
+        def read() -> bytes:
+            with artifacts.open_artifact(artifact) as handle:
+                return handle.read()
+
+        body = expo.asset_body(artifact.sha256, encoding, read)
         response = HttpResponse(body, content_type=expo.LAUNCH_ASSET_TYPE)
         if encoding:
             response["Content-Encoding"] = encoding

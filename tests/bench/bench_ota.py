@@ -296,7 +296,7 @@ def step_overhead(app, runs=20) -> tuple[float, float]:
         workspace = Path(tmp) / "workspace"
         workspace.mkdir()
         box = sandbox.Sandbox(workspace, app.account_id, Path(tmp) / "state").open()
-        env = box.environment({}, "/bin/true")
+        env = sandbox.step_environment(workspace, {}, "/bin/true")
         timings: dict[str, list[float]] = {"bwrap": [], "plain": []}
         for _ in range(runs):
             for mode in ("bwrap", "plain"):

@@ -86,6 +86,25 @@ def log_text(job) -> str:
     )
 
 
+# What every store tool sees of its environment in the sandbox: the allow-list, the job's own
+# package caches (plus what the tool itself needs).
+SANDBOX_ENV = {
+    "PATH",
+    "HOME",
+    "TMPDIR",
+    "LANG",
+    "CI",
+    "PUB_CACHE",
+    "GRADLE_USER_HOME",
+    "npm_config_cache",
+}
+
+
+def shell_free(names) -> set[str]:
+    """Environment names without those a shell sets for itself."""
+    return set(names) - {"PWD", "SHLVL", "_"}
+
+
 def wait_for(predicate, seconds=30):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -119,18 +138,10 @@ def test_an_expo_build_runs_eas_and_records_the_build_url(shop, tools):
     # The sandbox: the allow-list and what eas needs, nothing of the worker's environment;
     # its own processes only; an unprivileged user.
     assert "BUILDHUB_WORKER_ONLY_SECRET" not in call["env"]
-    assert set(call["env"]) - {"PWD", "SHLVL", "_"} == {
-        "PATH",
-        "HOME",
-        "TMPDIR",
-        "LANG",
-        "CI",
+    assert shell_free(call["env"]) == SANDBOX_ENV | {
         "EXPO_TOKEN",
         "EAS_NO_VCS",
         "BUILDHUB_JSON_OUT",
-        "PUB_CACHE",
-        "GRADLE_USER_HOME",
-        "npm_config_cache",
     }
     assert max(call["pids"]) < 20 and call["uid"] != 0
     [artifact] = Artifact.objects.filter(job=job)
@@ -292,16 +303,7 @@ def test_a_local_flutter_build_stores_its_output(shop, tools, channel, subcomman
     assert job.result["sha256"] == artifact.sha256 == hashlib.sha256(content).hexdigest()
     [call] = fake_tools.calls(job, "flutter")
     assert "BUILDHUB_WORKER_ONLY_SECRET" not in call["env"]
-    assert set(call["env"]) - {"PWD", "SHLVL", "_"} == {
-        "PATH",
-        "HOME",
-        "TMPDIR",
-        "LANG",
-        "CI",
-        "PUB_CACHE",
-        "GRADLE_USER_HOME",
-        "npm_config_cache",
-    }
+    assert shell_free(call["env"]) == SANDBOX_ENV
     assert max(call["pids"]) < 20 and call["uid"] != 0
 
 
