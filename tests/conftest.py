@@ -55,6 +55,43 @@ def channel_layer_per_test_loop():
         layer.receive_event_loop = None
 
 
+async def _end_leftover_tasks():
+    """A consumer a test left running (a refused connect, say) is cancelled while the test's
+    loop still runs, and the channel layer's connections are closed: a task cancelled in the
+    middle of a Redis read can otherwise go on polling the layer, and the loop's own close
+    would then wait for it forever."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    current = asyncio.current_task()
+    leftover = [task for task in asyncio.all_tasks() if task is not current]
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        await asyncio.wait(leftover, timeout=1)
+    layer = get_channel_layer()
+    if hasattr(layer, "close_pools"):
+        await layer.close_pools()
+    if leftover:
+        await asyncio.wait(leftover, timeout=10)
+    for task in leftover:
+        if task.done() and not task.cancelled():
+            task.exception()  # the closed connection's error, expected here
+
+
+@pytest.fixture
+async def leftover_tasks_ended():
+    yield
+    await _end_leftover_tasks()
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None:
+            item.fixturenames.append("leftover_tasks_ended")
+
+
 @pytest.fixture
 def clear_cache():
     from django.core.cache import cache
