@@ -1,24 +1,46 @@
-"""The device update check answered in the web process's event loop, without entering Django.
+"""The device update checks answered in the web process's event loop, without entering Django.
 
-Every installed app asks ``GET /api/v1/updates/check`` on launch, so it is the busiest
-endpoint by far. Through Django a warm check costs about 5 ms of CPU (the request object, the
-middleware chain, DRF, and a hop to a worker thread and back); here it costs a dictionary
-lookup and a JSON dump.
+Every installed app asks for updates on launch, so the update checks are the busiest
+endpoints by far: BuildHub's own ``GET /api/v1/updates/check``, the Expo Updates manifest
+(``GET /api/v1/expo/<app key>/manifest``) and the CodePush check (``GET
+/v0.1/public/codepush/update_check``, or the legacy ``/updateCheck``). Through Django a warm
+check costs several milliseconds of CPU (the request object, the middleware chain, DRF, a hop
+to a worker thread and back, and for a signed Expo manifest an RSA signature); here it costs
+a dictionary lookup and, at most, a JSON dump.
 
-Only what Django answered before is answered here (publishing.edge remembers it). A check
-the edge cannot answer from that (a query the fast validator does not accept unchanged, an
-unknown or missing key, a slug that does not match, a host or scheme not seen yet, a repeated
-header, a HEAD) goes to Django, errors included.
+Only what Django answered before is answered here (publishing.edge remembers it):
+- BuildHub's check and CodePush's: the live release and deployment the view looked up, and
+  the headers Django sent for this host and scheme; the answer is computed by the same
+  functions the views use.
+- Expo: the whole answers Django gave for the live release (manifest, directive or 204),
+  replayed for requests that would get the same answer (same platform, accepted type,
+  signature or not; the device's rollout bucket and current update decide which answer).
+
+A check the edge cannot answer from that (a header or query it does not accept unchanged, an
+unknown key, a host or scheme not seen yet, a repeated header, a HEAD) goes to Django, errors
+included.
 """
 
 import json
+import re
 from urllib.parse import parse_qsl
 
-from publishing import edge, releases
+from django.urls import reverse
+
+from buildhub.errors import ServiceError
+from publishing import codepush, edge, expo, releases
+from publishing.choices import Environment
 
 PATH = "/api/v1/updates/check"
+EXPO_PATH = re.compile(r"/api/v1/expo/([-_A-Za-z0-9]{1,64})/manifest")
+CODEPUSH_PATHS = {"/v0.1/public/codepush/update_check": False, "/updateCheck": True}
 MAX_FIELDS = 16  # a query with more fields than this is Django's to judge
+MAX_REMEMBERED_BODY = 64 * 1024  # an Expo answer longer than this is not kept
 _PER_RESPONSE = {b"content-type", b"content-length", b"date", b"server", b"set-cookie"}
+_NOT_REPLAYED = {b"content-length", b"date", b"server", b"set-cookie"}
+_ENVIRONMENTS = frozenset(Environment.values)
+_UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+_package_path = None
 
 
 def _origin_key(scope, headers: dict) -> tuple:
@@ -33,21 +55,31 @@ def _origin_key(scope, headers: dict) -> tuple:
     )
 
 
-def _answer(scope) -> tuple[int, list, bytes] | None:
-    """Status, headers and body for a check the edge can answer, else None."""
-    headers = dict(scope["headers"])
-    if len(headers) != len(scope["headers"]):  # a repeated header: Django joins them
+def _query(scope) -> dict | None:
+    try:
+        fields = parse_qsl(scope["query_string"].decode("ascii"), keep_blank_values=True)
+    except UnicodeDecodeError:
         return None
+    return dict(fields) if len(fields) <= MAX_FIELDS else None
+
+
+def _json(status: int, headers: list, document) -> tuple[int, list, bytes]:
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    return status, headers, body
+
+
+def _update_answer(scope, headers: dict) -> tuple[int, list, bytes] | None:
+    """BuildHub's own check: status, headers and body, else None."""
     known_origin = edge.origin(_origin_key(scope, headers))
     app_key = headers.get(b"x-app-key")
     if known_origin is None or not app_key:
         return None
     try:
-        fields = parse_qsl(scope["query_string"].decode("ascii"), keep_blank_values=True)
         app_key = app_key.decode("ascii")
     except UnicodeDecodeError:
         return None
-    params = edge.plain_update_query(dict(fields)) if len(fields) <= MAX_FIELDS else None
+    query = _query(scope)
+    params = edge.plain_update_query(query) if query is not None else None
     if params is None:
         return None
     known, release = edge.remembered_release(app_key, params["env"], params["app"])
@@ -60,20 +92,140 @@ def _answer(scope) -> tuple[int, list, bytes] | None:
         return 204, response_headers, b""
     if update["bundle_url"].startswith("/"):
         update["bundle_url"] = base_url + update["bundle_url"]
-    body = json.dumps(update, separators=(",", ":"), ensure_ascii=False).encode()
-    return 200, [(b"Content-Type", b"application/json"), *response_headers], body
+    return _json(200, [(b"Content-Type", b"application/json"), *response_headers], update)
+
+
+def _expo_request(headers: dict) -> expo.ExpoRequest | None:
+    named = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
+    try:
+        request = expo.parse_request(named)
+    except ServiceError:
+        return None  # Django words the error
+    return request if request.env in _ENVIRONMENTS else None
+
+
+def _expo_memo_key(kind: str, request: expo.ExpoRequest, origin_key: tuple) -> tuple:
+    return (kind, request.platform, request.accepts, request.expects_signature, origin_key)
+
+
+def _expo_answer(scope, headers: dict, app_key: str) -> tuple[int, list, bytes] | None:
+    request = _expo_request(headers)
+    entry = edge.remembered_entry(app_key, request.env) if request is not None else None
+    if entry is None:
+        return None
+    kind = expo.answer_kind(entry.release, request)
+    return entry.responses.get(_expo_memo_key(kind, request, _origin_key(scope, headers)))
+
+
+def _package_url(base_url: str):
+    global _package_path
+    if _package_path is None:
+        _package_path = reverse("codepush-package", kwargs={"artifact_id": _UUID_PLACEHOLDER})
+    return lambda artifact_id: base_url + _package_path.replace(_UUID_PLACEHOLDER, artifact_id)
+
+
+def _codepush_answer(scope, headers: dict, legacy: bool) -> tuple[int, list, bytes] | None:
+    known = edge.origin(("codepush", legacy, *_origin_key(scope, headers)))
+    query = _query(scope) if known is not None else None
+    if query is None:
+        return None
+    if legacy:
+        query = codepush.from_legacy(query)
+    deployment = edge.remembered_deployment(query.get("deployment_key", ""))
+    if deployment is None:
+        return None
+    entry = edge.remembered_entry(deployment["app_key"], deployment["env"])
+    if entry is None:
+        return None
+    base_url, response_headers = known
+    info = codepush.update_info(deployment, entry.release, query, _package_url(base_url))
+    if legacy:
+        return _json(200, response_headers, {"updateInfo": codepush.to_legacy(info)})
+    return _json(200, response_headers, {"update_info": info})
+
+
+def _route(scope) -> tuple[str, object] | None:
+    """Which of the update checks a request is (and its argument), or None."""
+    if scope["type"] != "http" or scope["method"] != "GET":
+        return None
+    path = scope["path"]
+    if path == PATH:
+        return "update", None
+    if path in CODEPUSH_PATHS:
+        return "codepush", CODEPUSH_PATHS[path]
+    match = EXPO_PATH.fullmatch(path)
+    return ("expo", match.group(1)) if match else None
+
+
+def _answer(scope, route: str, argument) -> tuple[int, list, bytes] | None:
+    headers = dict(scope["headers"])
+    if len(headers) != len(scope["headers"]):  # a repeated header: Django joins them
+        return None
+    if route == "update":
+        return _update_answer(scope, headers)
+    if route == "codepush":
+        return _codepush_answer(scope, headers, argument)
+    return _expo_answer(scope, headers, argument)
+
+
+class _Learner:
+    """Watches Django's answer to a check the edge could not give, and keeps what the edge
+    needs to give the next ones: the origin's base URL and headers, or the whole answer."""
+
+    def __init__(self, scope, route: str, argument, slot: dict):
+        self.scope, self.route, self.argument, self.slot = scope, route, argument, slot
+        self.headers = dict(scope["headers"])
+        self.start = None
+        self.chunks: list[bytes] | None = None
+        self.expo_request = _expo_request(self.headers) if route == "expo" else None
+
+    def on_start(self, message) -> None:
+        if "origin" not in self.slot or message["status"] not in (200, 204):
+            return
+        if self.route == "expo":
+            if self.expo_request is not None and "entry" in self.slot:
+                self.start, self.chunks = message, []
+            return
+        key = _origin_key(self.scope, self.headers)
+        dropped = _PER_RESPONSE
+        if self.route == "codepush":  # its own headers (DRF's JSON answer, always a 200)
+            key, dropped = ("codepush", self.argument, *key), _NOT_REPLAYED
+        kept = [
+            (name, value)
+            for name, value in message.get("headers", ())
+            if name.lower() not in dropped
+        ]
+        edge.learn_origin(key, self.slot["origin"], kept)
+
+    def on_body(self, message) -> None:
+        if self.chunks is None:
+            return
+        self.chunks.append(message.get("body", b""))
+        if sum(len(chunk) for chunk in self.chunks) > MAX_REMEMBERED_BODY:
+            self.chunks = None
+        elif not message.get("more_body", False):
+            entry = self.slot["entry"]
+            kind = expo.answer_kind(entry.release, self.expo_request)
+            replayed = [
+                (name, value)
+                for name, value in self.start.get("headers", ())
+                if name.lower() not in _NOT_REPLAYED
+            ]
+            key = _expo_memo_key(kind, self.expo_request, _origin_key(self.scope, self.headers))
+            entry.responses[key] = (self.start["status"], replayed, b"".join(self.chunks))
 
 
 class UpdateCheckEdge:
-    """ASGI middleware in front of Django for ``GET /api/v1/updates/check``."""
+    """ASGI middleware in front of Django for the devices' update checks."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "GET":
+        route = _route(scope)
+        if route is None:
             return await self.app(scope, receive, send)
-        answer = _answer(scope)
+        answer = _answer(scope, *route)
         if answer is not None:
             status, headers, body = answer
             length = (b"Content-Length", str(len(body)).encode())
@@ -82,20 +234,13 @@ class UpdateCheckEdge:
             return await send({"type": "http.response.body", "body": body})
         slot = {}
         scope = {**scope, edge.SCOPE_SLOT: slot}
+        learner = _Learner(scope, *route, slot)
 
         async def learn(message):
-            # The view filled the slot: this host and scheme's base URL and headers are known.
-            if (
-                message["type"] == "http.response.start"
-                and "origin" in slot
-                and message["status"] in (200, 204)
-            ):
-                kept = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower() not in _PER_RESPONSE
-                ]
-                edge.learn_origin(_origin_key(scope, dict(scope["headers"])), slot["origin"], kept)
+            if message["type"] == "http.response.start":
+                learner.on_start(message)
+            elif message["type"] == "http.response.body":
+                learner.on_body(message)
             await send(message)
 
         return await self.app(scope, receive, learn)

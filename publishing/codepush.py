@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
-from publishing import releases, semver
+from publishing import checkins, releases, semver
 from publishing.choices import Environment
 from publishing.models import App, Deployment, UpdateReport
 
@@ -94,13 +94,20 @@ def no_update(**more) -> dict:
     }
 
 
-def update_check(query: dict, package_url) -> dict:
-    """The ``update_info`` for a check's query (snake_case names); never raises."""
+def check_state(query: dict) -> tuple[dict | None, App | None, dict | None]:
+    """The deployment a check's key names, its app and its environment's live release."""
     deployment = deployment_by_key(str(query.get("deployment_key", "")))
+    if deployment is None:
+        return None, None, None
+    app, release = releases.update_check_state(deployment["app_key"], deployment["env"])
+    return deployment, app, release
+
+
+def update_info(deployment: dict | None, release: dict | None, query: dict, package_url) -> dict:
+    """The ``update_info`` for a check's query, given its deployment and live release."""
     version = semver.parse_version(str(query.get("app_version", "")))
     if deployment is None or version is None:
         return no_update()
-    _, release = releases.update_check_state(deployment["app_key"], deployment["env"])
     runs_update = bool(query.get("package_hash") or query.get("label"))
     if not release or release.get("directive"):  # nothing, or back to the binary's bundle
         return no_update(should_run_binary_version=runs_update)
@@ -143,11 +150,21 @@ def _mandatory_since(query: dict, release: dict) -> bool:
 
 
 def record_report(kind: str, body: dict) -> None:
-    """Keep a client's download or deploy report (unknown keys are ignored, still a 200)."""
+    """Keep a client's download or deploy report (unknown keys are ignored, still a 200);
+    a deploy report also counts towards its release's health (publishing.checkins)."""
     deployment = deployment_by_key(str(body.get("deployment_key", "")))
     if deployment is None:
         return
     status = str(body.get("status", ""))
+    if kind == "deploy":
+        checkins.codepush_report(
+            deployment["app_id"],
+            deployment["env"],
+            deployment["platform"],
+            status,
+            str(body.get("label", "")),
+            str(body.get("client_unique_id", "")),
+        )
     UpdateReport.objects.create(
         app_id=deployment["app_id"],
         env=deployment["env"],

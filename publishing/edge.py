@@ -12,7 +12,7 @@ Django (publishing.asgi) to answer the same checks again without it.
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -28,11 +28,16 @@ class _Entry:
     fresh_until: float  # time.monotonic()
     slug: str
     release: dict | None
+    app_id: int | None = None
     refreshing_since: float | None = None
+    # Whole answers Django gave for this release (the Expo manifests, signed or not, keyed
+    # by what they depend on): replayed by the edge while the entry lives.
+    responses: dict = field(default_factory=dict)
 
 
 _releases: dict[tuple[str, str], _Entry] = {}
 _origins: dict[tuple, tuple[str, list]] = {}
+_deployments: dict[str, tuple[float, dict]] = {}
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
@@ -76,7 +81,9 @@ def plain_update_query(query) -> dict | None:
     }
 
 
-def remember(request, app_key: str, env: str, slug: str, release: dict | None) -> None:
+def remember(
+    request, app_key: str, env: str, slug: str, release: dict | None, app_id: int | None = None
+) -> None:
     """Called by the view once a check succeeded: what the edge may answer from."""
     slot = getattr(request, "scope", {}).get(SCOPE_SLOT)
     seconds = settings.UPDATE_CHECK_EDGE_SECONDS
@@ -84,14 +91,41 @@ def remember(request, app_key: str, env: str, slug: str, release: dict | None) -
         return
     if len(_releases) >= MAX_ENTRIES:
         _releases.clear()
-    _releases[(app_key, env)] = _Entry(time.monotonic() + seconds, slug, release)
+    now = time.monotonic()
+    entry = _releases.get((app_key, env))
+    # A fresh entry of the same release keeps the answers kept so far (and its time: what it
+    # keeps is never older than UPDATE_CHECK_EDGE_SECONDS).
+    if entry is None or now >= entry.fresh_until or (entry.slug, entry.release) != (slug, release):
+        entry = _Entry(now + seconds, slug, release, app_id)
+        _releases[(app_key, env)] = entry
+    slot["entry"] = entry
     slot["origin"] = request.build_absolute_uri("/")[:-1]
+
+
+def remember_deployment(request, key: str, deployment: dict) -> None:
+    """A CodePush deployment key's app, environment and platform, for the edge."""
+    seconds = settings.UPDATE_CHECK_EDGE_SECONDS
+    if SCOPE_SLOT not in getattr(request, "scope", {}) or seconds <= 0:
+        return
+    if len(_deployments) >= MAX_ENTRIES:
+        _deployments.clear()
+    _deployments[key] = (time.monotonic() + seconds, deployment)
+
+
+def remembered_deployment(key: str) -> dict | None:
+    found = _deployments.get(key)
+    if found is None or time.monotonic() >= found[0]:
+        return None
+    return found[1]
 
 
 def forget(app_key: str, env: str | None = None) -> None:
     """Drop what this process remembers of an app (one environment, or all)."""
     for key in [key for key in _releases if key[0] == app_key and env in (None, key[1])]:
         _releases.pop(key, None)
+    if env is None:
+        for key in [key for key, (_, found) in _deployments.items() if found["app_key"] == app_key]:
+            _deployments.pop(key, None)
 
 
 def remembered_release(app_key: str, env: str, slug: str) -> tuple[bool, dict | None]:
@@ -104,13 +138,22 @@ def remembered_release(app_key: str, env: str, slug: str) -> tuple[bool, dict | 
     entry = _releases.get((app_key, env))
     if entry is None or entry.slug != slug:
         return False, None
+    entry = remembered_entry(app_key, env)
+    return (True, entry.release) if entry is not None else (False, None)
+
+
+def remembered_entry(app_key: str, env: str) -> _Entry | None:
+    """The entry of an app's environment while it may be answered from (see above)."""
+    entry = _releases.get((app_key, env))
+    if entry is None:
+        return None
     now = time.monotonic()
     if now < entry.fresh_until:
-        return True, entry.release
+        return entry
     if entry.refreshing_since is None or now - entry.refreshing_since > REFRESH_SECONDS:
         entry.refreshing_since = now  # this check refreshes it
-        return False, None
-    return True, entry.release
+        return None
+    return entry
 
 
 def learn_origin(key: tuple, base_url: str, headers: list) -> None:

@@ -135,23 +135,35 @@ def hash_of(sha256_hex: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).rstrip(b"=").decode()
 
 
-def manifest_for(release: dict | None, request: ExpoRequest, asset_url) -> dict | None:
-    """The manifest of the update ``request`` should get from ``release``, or None."""
+def offers_update(release: dict | None, request: ExpoRequest) -> bool:
+    """Whether ``request`` gets ``release`` as a new update (a manifest) rather than a 204."""
     if request.env not in Environment.values:
-        return None
+        return False
     update = releases.check_for_update(
         release,
         platform=request.platform,
         runtime_version=request.runtime_version,
         device_id=request.client_id,
     )
-    if update is None:
+    return update is not None and (
+        manifest_id(release["id"], request.platform) != request.current_update_id
+    )
+
+
+def answer_kind(release: dict | None, request: ExpoRequest) -> str:
+    """What the answer to ``request`` is: "directive", "manifest" or "none" (a 204)."""
+    if directive_for(release, request) is not None:
+        return "directive"
+    return "manifest" if offers_update(release, request) else "none"
+
+
+def manifest_for(release: dict | None, request: ExpoRequest, asset_url) -> dict | None:
+    """The manifest of the update ``request`` should get from ``release``, or None."""
+    if not offers_update(release, request):
         return None
     manifest = release["manifest"]
     bundle = manifest["bundles"][request.platform]
     identifier = manifest_id(release["id"], request.platform)
-    if identifier == request.current_update_id:
-        return None
     return {
         "id": identifier,
         "createdAt": manifest["published_at"],

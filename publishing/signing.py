@@ -25,6 +25,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from buildhub.errors import ServiceError
+from publishing import edge
 from publishing.models import App, AppSigningKey
 from publishing.secrets import fernet
 
@@ -144,6 +145,7 @@ def _store(app, key, certificate, key_id: str, *, uploaded: bool) -> AppSigningK
     with _loaded_lock:
         _loaded.pop(app.pk, None)
     transaction.on_commit(lambda: cache.delete(_cache_key(app.pk)))
+    transaction.on_commit(lambda: edge.forget(app.app_key))  # its signed answers
     return row
 
 

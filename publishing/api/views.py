@@ -375,7 +375,7 @@ class UpdateCheckView(APIView):
         )
         if app is None or app.slug != params["app"]:
             raise unknown_app_key()
-        edge.remember(request, app_key, params["env"], app.slug, release)
+        edge.remember(request, app_key, params["env"], app.slug, release, app.pk)
         update = releases.update_for_query(release, params, request.headers.get("X-Device-Id", ""))
         if update is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -457,6 +457,8 @@ class ExpoManifestView(APIView):
         app, release = releases.update_check_state(app_key, env if env in ENVIRONMENTS else "")
         if app is None:
             raise ServiceError("No app has this key.", code="not_found", status=404)
+        if env in ENVIRONMENTS:
+            edge.remember(request, app_key, env, app.slug, release, app_id=app.pk)
         key = None
         if expo_request.expects_signature:
             key = signing.key_for(app)
@@ -577,7 +579,11 @@ class CodePushUpdateCheckView(APIView):
             path = reverse("codepush-package", kwargs={"artifact_id": artifact_id})
             return request.build_absolute_uri(path)
 
-        info = codepush.update_check(query, package_url)
+        deployment, app, release = codepush.check_state(query)
+        if app is not None:
+            edge.remember(request, app.app_key, deployment["env"], app.slug, release, app.pk)
+            edge.remember_deployment(request, str(query["deployment_key"]), deployment)
+        info = codepush.update_info(deployment, release, query, package_url)
         if self.legacy:
             return Response({"updateInfo": codepush.to_legacy(info)})
         return Response({"update_info": info})

@@ -1,5 +1,7 @@
 """The update check answered in front of Django (publishing.asgi) gives Django's answers."""
 
+import email.parser
+import email.policy
 import json
 
 import pytest
@@ -8,8 +10,9 @@ from channels.testing import HttpCommunicator
 
 from buildhub.asgi import django_asgi_app
 from builds.engine.runner import run_next_job
-from publishing import edge, releases
+from publishing import codepush, edge, expo, releases, signing
 from publishing.asgi import UpdateCheckEdge
+from publishing.models import AppSigningKey
 from tests.publishing.conftest import finished_ota_build
 
 CHECK = "/api/v1/updates/check?app=shop&platform=android&runtime_version=1.0.0"
@@ -54,11 +57,15 @@ def device(django_app):
 @pytest.fixture(autouse=True)
 def fresh_edge(settings):
     settings.UPDATE_CHECK_EDGE_SECONDS = 60
-    edge._releases.clear()
-    edge._origins.clear()
+    forget_everything()
     yield
+    forget_everything()
+
+
+def forget_everything():
     edge._releases.clear()
     edge._origins.clear()
+    edge._deployments.clear()
 
 
 def publish(api_client_for, app, number, content, tmp_storage):
@@ -216,3 +223,142 @@ def test_with_no_edge_time_every_check_goes_to_django(
     answers = [device(key=app.app_key) for _ in range(3)]
     assert django_app.requests == 3
     assert [status for status, _, _ in answers] == [200, 200, 200]
+
+
+# --- Expo and CodePush ------------------------------------------------------------------------
+
+EXPO_HEADERS = [
+    (b"expo-protocol-version", b"1"),
+    (b"expo-platform", b"android"),
+    (b"expo-runtime-version", b"1.0.0"),
+    (b"expo-channel-name", b"production"),
+]
+
+
+def expo_path(app):
+    return f"/api/v1/expo/{app.app_key}/manifest"
+
+
+def readable(answer):
+    """(status, headers, parts): a multipart body as its parts (each answer from Django has a
+    boundary of its own), other bodies as they are."""
+    status, headers, body = answer
+    content_type = dict(headers).get(b"Content-Type", b"").decode()
+    if not content_type.startswith("multipart/"):
+        return status, headers, body
+    raw = f"content-type: {content_type}\r\n\r\n".encode() + body
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(raw)
+    parts = [(sorted(part.items()), part.get_payload(decode=True)) for part in message.iter_parts()]
+    kept = [(name, value) for name, value in headers if name != b"Content-Type"]
+    return status, kept, parts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expo_manifests_signed_or_not_are_replayed_in_front_of_django_as_django_gave_them(
+    app, api_client_for, tmp_storage, device, django_app
+):
+    bundle = publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    signing.generate_key(app)
+    json_accept = [(b"accept", b"application/expo+json")]
+    asks = [
+        [*EXPO_HEADERS],  # multipart, unsigned
+        [*EXPO_HEADERS, (b"expo-expect-signature", b'sig, keyid="main", alg="rsa-v1_5-sha256"')],
+        [*EXPO_HEADERS, *json_accept],
+        [*EXPO_HEADERS[:2], (b"expo-runtime-version", b"2.0.0"), EXPO_HEADERS[3]],  # 204
+        [*EXPO_HEADERS, (b"eas-client-id", b"phone-1")],
+    ]
+    for headers in asks[:3] + asks[3:4]:  # each kind of answer once through Django
+        device(expo_path(app), headers=headers)
+    requests = django_app.requests
+
+    from_edge = [device(expo_path(app), headers=headers) for headers in asks]
+    assert django_app.requests == requests  # none of them reached Django
+    from_django = [device(expo_path(app), headers=headers, edge=False) for headers in asks]
+    for ours, theirs in zip(from_edge, from_django, strict=True):
+        assert readable(ours) == readable(theirs)
+
+    assert [status for status, _, _ in from_edge] == [200, 200, 200, 204, 200]
+    signed = readable(from_edge[1])[2][0]
+    manifest = json.loads(signed[1])
+    assert manifest["id"] == expo.manifest_id(manifest["extra"]["buildhub"]["releaseId"], "android")
+    assert manifest["launchAsset"]["hash"] == expo.hash_of(bundle.sha256)
+    signature = dict(signed[0])["expo-signature"]
+    certificate = AppSigningKey.objects.get(app=app).certificate_pem
+    sig = signature.split('sig="')[1].split('"')[0]
+    assert signing.verify(certificate, signed[1], sig)
+    # The update the device already runs: a 204, from the edge too.
+    current = [*EXPO_HEADERS, (b"expo-current-update-id", manifest["id"].encode())]
+    assert device(expo_path(app), headers=current)[0] == 204
+    assert django_app.requests == requests + len(asks)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expo_rollouts_and_rollbacks_decided_in_front_of_django_are_djangos(
+    app, api_client_for, tmp_storage, device, django_app
+):
+    publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    client = api_client_for(app.account, scopes=["publish"])
+    job, _, _ = finished_ota_build(app, content=b"\xc6\x1f\xbc\x03two", tmp_path=tmp_storage)
+    releases.create_version(app, [job.pk])
+    published = client.post(
+        "/api/v1/apps/shop/versions/2/publish/",
+        {"target_environment": "production", "rollout_percent": 50},
+        format="json",
+    )
+    assert published.status_code == 202, published.content
+    run_next_job()
+    devices = [[*EXPO_HEADERS, (b"eas-client-id", f"phone-{n}".encode())] for n in range(40)]
+    device(expo_path(app), headers=devices[0])
+
+    from_edge = [readable(device(expo_path(app), headers=headers)) for headers in devices]
+    from_django = [readable(device(expo_path(app), headers=h, edge=False)) for h in devices]
+    assert from_edge == from_django
+    assert {status for status, _, _ in from_edge} == {200, 204}  # half in, half out
+
+    rolled_back = client.post(
+        "/api/v1/apps/shop/releases/production/rollback/", {"to": "embedded"}, format="json"
+    )
+    assert rolled_back.status_code == 200, rolled_back.content
+    status, _, parts = readable(device(expo_path(app), headers=devices[0]))
+    assert status == 200
+    assert json.loads(parts[0][1])["type"] == "rollBackToEmbedded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_codepush_checks_are_answered_in_front_of_django_as_django_answers(
+    app, api_client_for, tmp_storage, device, django_app
+):
+    publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    key = next(
+        d.key
+        for d in codepush.deployments_of(app)
+        if d.env == "production" and d.platform == "android"
+    )
+    modern = "/v0.1/public/codepush/update_check?deployment_key={}&app_version={}&{}"
+    legacy = "/updateCheck?deploymentKey={}&appVersion={}&{}"
+    device(modern.format(key, "1.0.0", ""))
+    device(legacy.format(key, "1.0.0", ""))
+    requests = django_app.requests
+    answer = json.loads(device(modern.format(key, "1.0.0", ""))[2])["update_info"]
+    paths = [
+        modern.format(key, "1.0.0", "client_unique_id=d1"),
+        modern.format(key, "1.0.0", f"package_hash={answer['package_hash']}&label=v1"),
+        modern.format(key, "0.9.0", ""),  # outside the release's range? "*": still an update
+        modern.format(key, "not-a-version", ""),
+        legacy.format(key, "1.0.0", "clientUniqueId=d2"),
+    ]
+    from_edge = [device(path) for path in paths]
+    assert django_app.requests == requests
+    from_django = [device(path, edge=False) for path in paths]
+
+    assert from_edge == from_django
+    assert answer["is_available"] is True
+    assert answer["download_url"].startswith("http://testserver/api/v1/codepush/packages/")
+    bodies = [json.loads(body) for _, _, body in from_edge]
+    assert bodies[1]["update_info"]["is_available"] is False
+    assert bodies[3]["update_info"]["is_available"] is False
+    assert bodies[4]["updateInfo"]["isAvailable"] is True
+    # An unknown key is Django's to answer (with "no update").
+    requests = django_app.requests
+    device(modern.format("dk_unknown", "1.0.0", ""))
+    assert django_app.requests == requests + 1
