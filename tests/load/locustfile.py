@@ -1,5 +1,6 @@
-"""BuildHub load scenarios: devices (update check, bundle download, register) and CI
-systems (job status polling, build submission, build-event ingestion).
+"""BuildHub load scenarios: devices (the update check of each protocol: BuildHub's, Expo
+Updates and CodePush; bundle download, register) and CI systems (job status polling, build
+submission, build-event ingestion).
 
 Run by ``python -m tests.load`` (``make load``), which starts the stack, seeds it and passes
 the seed file in ``LOAD_SEED``. Loopback only; bounded by users, time and ``LOAD_MAX_REQUESTS``.
@@ -9,6 +10,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +27,8 @@ PROXY_HEADERS = {"X-Forwarded-Proto": "https"}
 
 # Requests are reported under these names: one row per endpoint in the summary.
 UPDATE_CHECK = "update check"
+EXPO_MANIFEST = "expo manifest"
+CODEPUSH_CHECK = "codepush update check"
 BUNDLE_DOWNLOAD = "bundle download"
 DEVICE_REGISTER = "device register"
 JOB_STATUS = "job status"
@@ -32,6 +36,7 @@ BUILD_SUBMIT = "build submission"
 EVENT_INGEST = "build-event ingestion"
 
 _requests_seen = 0
+MANIFEST_ID = re.compile(rb'"id":"([^"]+)"')  # the manifest's own id (keys are sorted)
 
 
 def is_loopback(host: str) -> bool:
@@ -67,7 +72,8 @@ def keep_runner(environment, **kwargs):
 
 
 class DeviceUser(HttpUser):
-    """A phone running the app: checks for updates often, downloads and registers rarely."""
+    """A phone running the app: checks for updates often (BuildHub's check, and as an
+    expo-updates or react-native-code-push client would), downloads and registers rarely."""
 
     weight = 8
     wait_time = between(0.5, 1.5)
@@ -85,6 +91,22 @@ class DeviceUser(HttpUser):
             "device": self.device_id,
         }
         self.installed = ""
+        self.expo_headers = {
+            **PROXY_HEADERS,
+            "expo-protocol-version": "1",
+            "expo-platform": self.platform,
+            "expo-runtime-version": app["runtime_version"],
+            "expo-channel-name": "production",
+            "eas-client-id": self.device_id,
+            "accept": "multipart/mixed,application/expo+json,application/json",
+        }
+        self.expo_installed = ""
+        self.codepush_query = {
+            "deployment_key": SEED["codepush"][self.platform],
+            "app_version": "1.0.0",
+            "client_unique_id": self.device_id,
+        }
+        self.codepush_installed = {}
 
     @task(10)
     def update_check(self):
@@ -97,6 +119,47 @@ class DeviceUser(HttpUser):
             catch_response=True,
         ) as response:
             if response.status_code == 200 or (response.status_code == 204 and self.installed):
+                response.success()
+            else:
+                response.failure(f"{response.status_code}: {response.text[:200]}")
+
+    @task(5)
+    def expo_manifest(self):
+        headers = {**self.expo_headers}
+        if self.expo_installed:
+            headers["expo-current-update-id"] = self.expo_installed
+        with self.client.get(
+            f"/api/v1/expo/{SEED['app']['app_key']}/manifest",
+            headers=headers,
+            name=EXPO_MANIFEST,
+            catch_response=True,
+        ) as response:
+            found = MANIFEST_ID.search(response.content or b"")
+            if response.status_code == 200 and found:
+                response.success()
+                self.expo_installed = found.group(1).decode()  # the next checks answer 204
+            elif response.status_code == 204 and self.expo_installed:
+                response.success()
+            else:
+                response.failure(f"{response.status_code}: {response.text[:200]}")
+
+    @task(5)
+    def codepush_check(self):
+        with self.client.get(
+            "/v0.1/public/codepush/update_check",
+            params={**self.codepush_query, **self.codepush_installed},
+            headers=PROXY_HEADERS,
+            name=CODEPUSH_CHECK,
+            catch_response=True,
+        ) as response:
+            info = response.json().get("update_info") if response.status_code == 200 else None
+            if info and info.get("is_available") and info.get("package_hash"):
+                response.success()
+                self.codepush_installed = {
+                    "package_hash": info["package_hash"],
+                    "label": info["label"],
+                }  # the next checks answer no update
+            elif info and not info.get("is_available") and self.codepush_installed:
                 response.success()
             else:
                 response.failure(f"{response.status_code}: {response.text[:200]}")

@@ -20,7 +20,7 @@ from builds.choices import JobStatus, Tier, TokenScope
 from builds.engine.runner import run_next_job
 from builds.models import Job
 from builds.services import create_account, create_api_token
-from publishing import artifacts, releases
+from publishing import artifacts, codepush, releases
 from publishing.choices import ArtifactKind, Platform, Visibility
 from publishing.models import App
 
@@ -102,6 +102,11 @@ def seed() -> dict:
         runtime_version="1.0.0",
     )
     bundles = _publish(app)
+    deployment_keys = {  # what the app's react-native-code-push binaries carry
+        deployment.platform: deployment.key
+        for deployment in codepush.deployments_of(app)
+        if deployment.env == "production"
+    }
     polled = {
         tier: [
             str(
@@ -123,6 +128,7 @@ def seed() -> dict:
         "tokens": tokens,
         "app": {"slug": app.slug, "app_key": app.app_key, "runtime_version": "1.0.0"},
         "bundles": bundles,
+        "codepush": deployment_keys,
         "jobs": polled,
         "staff": _staff_session(),
         "submit_account": accounts[Tier.ENTERPRISE].slug,
