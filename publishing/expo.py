@@ -10,6 +10,7 @@ the app's key (publishing.signing).
 """
 
 import base64
+import functools
 import gzip
 import json
 import re
@@ -38,6 +39,8 @@ COMMON_HEADERS = {
     "cache-control": "private, max-age=0",
 }
 ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# Read on every check: Django's choices build their lists afresh each time they are asked.
+PLATFORMS, ENVIRONMENTS = frozenset(Platform.values), frozenset(Environment.values)
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def parse_request(headers) -> ExpoRequest:
             status=406,
         )
     platform = headers.get("expo-platform", "").strip()
-    if platform not in Platform.values:
+    if platform not in PLATFORMS:
         raise _bad("expo-platform must be ios or android.", "expo-platform")
     runtime_version = headers.get("expo-runtime-version", "").strip()
     if not RUNTIME_VERSION.match(runtime_version):
@@ -125,6 +128,7 @@ def parse_request(headers) -> ExpoRequest:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def manifest_id(release_id: int, platform: str) -> str:
     """A release's manifest id for a platform: a UUID that never changes for it."""
     return str(uuid.uuid5(MANIFEST_NAMESPACE, f"release:{release_id}:{platform}"))
@@ -137,7 +141,7 @@ def hash_of(sha256_hex: str) -> str:
 
 def offers_update(release: dict | None, request: ExpoRequest) -> bool:
     """Whether ``request`` gets ``release`` as a new update (a manifest) rather than a 204."""
-    if request.env not in Environment.values:
+    if request.env not in ENVIRONMENTS:
         return False
     update = releases.check_for_update(
         release,
@@ -191,7 +195,7 @@ def manifest_for(release: dict | None, request: ExpoRequest, asset_url) -> dict 
 def directive_for(release: dict | None, request: ExpoRequest) -> dict | None:
     """The directive ``request`` should get from ``release`` (a roll back to the embedded
     bundle, for devices of its runtime version), or None."""
-    if not release or not release.get("directive") or request.env not in Environment.values:
+    if not release or not release.get("directive") or request.env not in ENVIRONMENTS:
         return None
     manifest = release["manifest"]
     if manifest.get("runtime_version") != request.runtime_version:
