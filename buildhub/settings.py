@@ -269,6 +269,14 @@ UPDATE_CHECK_CACHE_SECONDS = env_int("UPDATE_CHECK_CACHE_SECONDS", 300)
 # How long a web process answers update checks from what it remembers before asking Redis
 # again; a publish or rollback reaches the other web processes within this time (0: never).
 UPDATE_CHECK_EDGE_SECONDS = env_int("UPDATE_CHECK_EDGE_SECONDS", 1)
+# Device check-ins (publishing.checkins) are kept in each web process's memory and written in
+# batches every CHECKIN_FLUSH_SECONDS (0: only when flushed explicitly, as the tests do) or
+# once CHECKIN_BATCH_SIZE wait; past CHECKIN_MAX_BUFFERED (database unreachable) the oldest
+# are dropped. Adoption counts the devices seen in the last RELEASE_HEALTH_WINDOW_DAYS.
+CHECKIN_FLUSH_SECONDS = float(env_str("CHECKIN_FLUSH_SECONDS", "2"))
+CHECKIN_BATCH_SIZE = env_int("CHECKIN_BATCH_SIZE", 5000)
+CHECKIN_MAX_BUFFERED = env_int("CHECKIN_MAX_BUFFERED", 200_000)
+RELEASE_HEALTH_WINDOW_DAYS = env_int("RELEASE_HEALTH_WINDOW_DAYS", 7)
 
 # --- Source intake and store builds -------------------------------------------------------
 # Caps on what one uploaded archive may unpack to (zip bombs are stopped while streaming).

@@ -1,8 +1,10 @@
 from django.contrib import admin
+from django.utils.html import format_html_join
 
 from builds.admin import ReadOnlyAdmin
-from publishing import codepush
-from publishing.models import App, AppSigningKey, Deployment, UpdateReport
+from publishing import charts, codepush, health
+from publishing.choices import Environment
+from publishing.models import App, AppSigningKey, Deployment, Release, UpdateReport
 
 
 @admin.register(App)
@@ -10,8 +12,34 @@ class AppAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "account", "runtime_version", "created_at"]
     list_select_related = ["account"]
     search_fields = ["name", "slug", "account__slug", "app_key"]
-    readonly_fields = ["app_key", "created_at"]
+    readonly_fields = ["app_key", "created_at", "release_health"]
     autocomplete_fields = ["account"]
+
+    @admin.display(description="Release health")
+    def release_health(self, app):
+        """Adoption and failure rate per release of each environment with releases."""
+        if app.pk is None:
+            return "—"
+        envs = set(Release.objects.filter(app=app).values_list("env", flat=True).distinct())
+        shown = [health.release_health(app, env) for env in Environment.values if env in envs]
+        if not shown:
+            return "No release yet."
+        return format_html_join(
+            "",
+            '<section class="bh-health" data-testid="health-{}"><h3>{} (devices seen in the '
+            "last {} days: {})</h3>{}{}</section>",
+            (
+                (
+                    figures["env"],
+                    Environment(figures["env"]).label,
+                    figures["window_days"],
+                    figures["active_devices"],
+                    charts.release_health_svg(figures),
+                    charts.release_health_table(figures),
+                )
+                for figures in shown
+            ),
+        )
 
 
 @admin.register(Deployment)

@@ -59,3 +59,21 @@ class Provider(models.TextChoices):
     EAS = "eas", "Expo EAS"
     LOCAL = "local", "On BuildHub workers"
     CI = "ci", "Customer's CI"
+
+
+class FailureAction(models.TextChoices):
+    """What BuildHub does to a live release whose failure rate crosses the app's threshold."""
+
+    HALT = "halt", "Halt the rollout (no new devices get it)"
+    ROLLBACK = "rollback", "Roll back to the previous release"
+
+
+class CheckinProtocol(models.TextChoices):
+    BUILDHUB = "buildhub", "BuildHub update check"
+    EXPO = "expo", "Expo Updates"
+    CODEPUSH = "codepush", "CodePush"
+
+
+class DeviceOutcome(models.TextChoices):
+    INSTALLED = "installed", "Ran it"
+    FAILED = "failed", "Reported it failing"

@@ -1,6 +1,7 @@
 import secrets
 import uuid
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -8,7 +9,10 @@ from builds.models import Account
 from publishing.choices import (
     ArtifactKind,
     Channel,
+    CheckinProtocol,
+    DeviceOutcome,
     Environment,
+    FailureAction,
     Platform,
     VersionStatus,
     Visibility,
@@ -33,6 +37,22 @@ class App(models.Model):
     runtime_version = models.CharField(max_length=64, blank=True)
     app_key = models.CharField(max_length=64, unique=True, default=new_app_key, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Release health (publishing.health): when a live release's failure rate reaches this
+    # percentage over at least ``failure_min_devices`` devices, ``failure_action`` is taken.
+    failure_threshold_percent = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="Failure rate (1-100 %) that halts or rolls back a release; blank: never.",
+    )
+    failure_action = models.CharField(
+        max_length=16, choices=FailureAction.choices, default=FailureAction.HALT
+    )
+    failure_min_devices = models.PositiveIntegerField(
+        default=20,
+        validators=[MinValueValidator(1)],
+        help_text="Devices that must have tried a release before its failure rate counts.",
+    )
 
     class Meta:
         ordering = ["account__name", "name"]
@@ -146,6 +166,9 @@ class Release(models.Model):
     directive = models.CharField(max_length=32, blank=True)
     rolled_back_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey("builds.Job", null=True, blank=True, on_delete=models.SET_NULL)
+    # Set once when the app's failure threshold halted or rolled back this release.
+    health_action = models.CharField(max_length=16, choices=FailureAction.choices, blank=True)
+    health_action_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["app", "env", "-published_at"]
@@ -240,6 +263,82 @@ class Device(models.Model):
 
     def __str__(self):
         return f"{self.device_id} ({self.platform})"
+
+
+class DeviceCheckin(models.Model):
+    """A device's last check-in in an app's environment: the release it runs (None: its
+    embedded bundle, or one BuildHub cannot name) and the one it was offered (None: none).
+
+    Written in batches by publishing.checkins (the last check-in of a batch wins)."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="device_checkins")
+    env = models.CharField(max_length=16, choices=Environment.choices)
+    device_id = models.CharField(max_length=128)
+    platform = models.CharField(max_length=16, choices=Platform.choices)
+    protocol = models.CharField(max_length=16, choices=CheckinProtocol.choices)
+    running_release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    offered_release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "env", "device_id"], name="device_checkin_unique_device"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["app", "env", "last_seen"], name="device_checkin_recent"),
+        ]
+
+    def __str__(self):
+        return f"{self.device_id} on {self.env}"
+
+
+class ReleaseDevice(models.Model):
+    """A device known to have run a release, or to have reported it failing (once each):
+    what a release's failure rate is computed from."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="devices")
+    device_id = models.CharField(max_length=128)
+    outcome = models.CharField(max_length=16, choices=DeviceOutcome.choices)
+    first_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["release", "outcome", "device_id"], name="release_device_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.device_id} {self.outcome} release {self.release_id}"
+
+
+class ReleaseCheckinCount(models.Model):
+    """Check-ins and client reports about a release in one hour (UTC), counted in batches.
+
+    ``checks``: check-ins of devices running it; ``offered``: check-ins answered with it;
+    ``failures`` / ``successes``: client reports (every report, devices with no id too)."""
+
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="checkin_counts")
+    hour = models.DateTimeField()
+    checks = models.PositiveBigIntegerField(default=0)
+    offered = models.PositiveBigIntegerField(default=0)
+    failures = models.PositiveBigIntegerField(default=0)
+    successes = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["release", "hour"]
+        constraints = [
+            models.UniqueConstraint(fields=["release", "hour"], name="release_checkin_count_hour")
+        ]
+
+    def __str__(self):
+        return f"release {self.release_id} at {self.hour:%Y-%m-%d %H}h"
 
 
 class AccountSecret(models.Model):

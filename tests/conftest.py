@@ -22,6 +22,13 @@ def redis_server():
         server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checkins_written_by_flush():
+    """Device check-ins are written when a test calls publishing.checkins.flush(), never by a
+    background thread that would race the test's own use of the database."""
+    settings.CHECKIN_FLUSH_SECONDS = 0
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """Close connections after each request in tests.

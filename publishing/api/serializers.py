@@ -47,6 +47,9 @@ class AppSerializer(serializers.ModelSerializer):
             "app_key",
             "expo_updates_url",
             "created_at",
+            "failure_threshold_percent",
+            "failure_action",
+            "failure_min_devices",
         ]
         read_only_fields = ["app_key", "created_at"]
 
@@ -223,6 +226,46 @@ class ReleaseSerializer(serializers.ModelSerializer):
             "rolled_back_at",
         ]
         read_only_fields = fields
+
+
+class ReleaseHealthRowSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    version = serializers.IntegerField()
+    published_at = serializers.DateTimeField()
+    live = serializers.BooleanField(help_text="The release devices are offered now.")
+    directive = serializers.CharField()
+    rollout_percent = serializers.IntegerField()
+    rolled_back_at = serializers.DateTimeField(allow_null=True)
+    health_action = serializers.CharField(help_text='"halt" or "rollback" when the threshold did.')
+    health_action_at = serializers.DateTimeField(allow_null=True)
+    devices_running = serializers.IntegerField(
+        help_text="Devices whose last check-in in the window says they run it."
+    )
+    adoption_percent = serializers.FloatField(
+        allow_null=True, help_text="devices_running out of the window's active devices."
+    )
+    devices_tried = serializers.IntegerField(
+        help_text="Devices that ran it or reported it failing."
+    )
+    devices_failed = serializers.IntegerField(help_text="Devices that reported it failing.")
+    failure_rate_percent = serializers.FloatField(
+        allow_null=True, help_text="devices_failed out of devices_tried."
+    )
+    checks = serializers.IntegerField(help_text="Check-ins of devices running it (window).")
+    offered = serializers.IntegerField(help_text="Check-ins answered with it (window).")
+    failure_reports = serializers.IntegerField(help_text="Failure reports (window), any client.")
+    success_reports = serializers.IntegerField(help_text="CodePush install reports (window).")
+
+
+class ReleaseHealthSerializer(serializers.Serializer):
+    env = serializers.CharField()
+    window_days = serializers.IntegerField()
+    active_devices = serializers.IntegerField(help_text="Devices that checked in in the window.")
+    devices_on_embedded_or_unknown = serializers.IntegerField()
+    failure_threshold_percent = serializers.IntegerField(allow_null=True)
+    failure_action = serializers.CharField()
+    failure_min_devices = serializers.IntegerField()
+    releases = ReleaseHealthRowSerializer(many=True)
 
 
 class UpdateCheckQuerySerializer(serializers.Serializer):

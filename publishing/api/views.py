@@ -20,7 +20,17 @@ from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import JobSerializer
 from builds.choices import TokenScope
 from builds.models import Job
-from publishing import artifacts, codepush, edge, expo, releases, signing, sources
+from publishing import (
+    artifacts,
+    checkins,
+    codepush,
+    edge,
+    expo,
+    health,
+    releases,
+    signing,
+    sources,
+)
 from publishing.api.serializers import (
     AppSerializer,
     ArtifactSerializer,
@@ -30,6 +40,7 @@ from publishing.api.serializers import (
     DeploymentSerializer,
     DeviceSerializer,
     PublishSerializer,
+    ReleaseHealthSerializer,
     ReleaseSerializer,
     RollbackSerializer,
     SigningKeyRequestSerializer,
@@ -69,6 +80,7 @@ class AppViewSet(
         "create_version": PUBLISH,
         "publish": PUBLISH,
         "rollback": PUBLISH,
+        "release_health": READ,
         "sources": WRITE,
         "code_signing": READ,
         "set_code_signing": PUBLISH,
@@ -227,6 +239,15 @@ class AppViewSet(
             release = releases.rollback(self.get_object(), env)
         return Response(ReleaseSerializer(release).data)
 
+    @extend_schema(responses=ReleaseHealthSerializer)
+    @action(detail=True, methods=["get"], url_path=r"releases/(?P<env>[a-z]+)/health")
+    def release_health(self, request, slug=None, env=None):
+        """Adoption and failure rate of the environment's latest releases (newest first)."""
+        app = self.get_object()
+        if env not in ENVIRONMENTS:
+            raise ServiceError("No such environment.", code="not_found", status=404)
+        return Response(ReleaseHealthSerializer(health.release_health(app, env)).data)
+
 
 class BuildViewSet(
     mixins.ListModelMixin,
@@ -377,6 +398,14 @@ class UpdateCheckView(APIView):
             raise unknown_app_key()
         edge.remember(request, app_key, params["env"], app.slug, release, app.pk)
         update = releases.update_for_query(release, params, request.headers.get("X-Device-Id", ""))
+        checkins.buildhub_check(
+            app.pk,
+            params["env"],
+            params["platform"],
+            params["device"] or request.headers.get("X-Device-Id", ""),
+            params["current"],
+            release["id"] if update is not None else None,
+        )
         if update is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         if update["bundle_url"].startswith("/"):
@@ -476,8 +505,12 @@ class ExpoManifestView(APIView):
 
         directive = expo.directive_for(release, expo_request)
         if directive is not None:
+            checkins.expo_check(app.pk, env, expo_request.platform, request.headers, None)
             return _expo_response(_expo_directive(directive, expo_request, key))
         manifest = expo.manifest_for(release, expo_request, asset_url)
+        if env in ENVIRONMENTS:
+            offered = release["id"] if manifest is not None else None
+            checkins.expo_check(app.pk, env, expo_request.platform, request.headers, offered)
         if manifest is None:
             return _expo_response(HttpResponse(status=status.HTTP_204_NO_CONTENT))
         body = expo.encode(manifest)
@@ -584,6 +617,11 @@ class CodePushUpdateCheckView(APIView):
             edge.remember(request, app.app_key, deployment["env"], app.slug, release, app.pk)
             edge.remember_deployment(request, str(query["deployment_key"]), deployment)
         info = codepush.update_info(deployment, release, query, package_url)
+        if app is not None:
+            offered = release["id"] if info["is_available"] else None
+            checkins.codepush_check(
+                app.pk, deployment["env"], deployment["platform"], query, offered
+            )
         if self.legacy:
             return Response({"updateInfo": codepush.to_legacy(info)})
         return Response({"update_info": info})
