@@ -1,7 +1,9 @@
 import logging
 
 from django.conf import settings
-from django_ratelimit.core import get_usage
+from django.core.cache import caches
+from django_ratelimit import ALL
+from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 from rest_framework.throttling import BaseThrottle
 
 from buildhub.net import client_ip
@@ -16,6 +18,8 @@ class CacheRateThrottle(BaseThrottle):
     A view may set ``account_rates = {"create": "JOBS_SUBMIT_RATE", ...}``: each value names a
     setting holding a django-ratelimit rate, and the actions naming the same setting share
     one budget per account (a staff session: per user), whichever token makes the request.
+    A request takes its share of the budget when it arrives and gives it back when it is
+    refused (any 4xx or 5xx answer, see ``AccountBudgetMixin``), so only work done counts.
 
     Fails open: when Redis is unreachable the API keeps answering, since the database and
     not the cache is what a request needs.
@@ -56,6 +60,8 @@ class CacheRateThrottle(BaseThrottle):
         for group, key, rate in self._limits(view):
             try:
                 usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
+                if group.startswith("account-rate:"):
+                    request.account_budget_spent = _budget_cache_key(request, group, key, rate)
             except Exception:  # noqa: BLE001 - any cache failure: answer rather than refuse
                 logger.warning("rate limit cache unavailable; request allowed", exc_info=True)
                 return True
@@ -66,3 +72,35 @@ class CacheRateThrottle(BaseThrottle):
 
     def wait(self):
         return self._wait
+
+
+def _budget_cache_key(request, group, key, rate) -> str:
+    """The django-ratelimit counter ``get_usage`` just counted this request in."""
+    value = key(group, request)
+    _, period = _split_rate(rate)
+    return _make_cache_key(group, _get_window(value, period), rate, value, ALL)
+
+
+def refund_account_budget(request) -> None:
+    """Give back the request's share of its account budget: it was refused, or it queued
+    nothing (a repeated ``Idempotency-Key``). At most once per request."""
+    cache_key = getattr(request, "account_budget_spent", None)
+    if cache_key is None:
+        return
+    request.account_budget_spent = None
+    try:
+        caches[settings.RATELIMIT_USE_CACHE].decr(cache_key)
+    except ValueError:
+        pass  # the window has ended since: the counter is gone with it
+    except Exception:  # noqa: BLE001 - a cache failure costs the caller one share at most
+        logger.warning("rate limit cache unavailable; budget not refunded", exc_info=True)
+
+
+class AccountBudgetMixin:
+    """For views with ``account_rates``: a refused request (400, 403, 404, 409, 429...)
+    spends nothing of its account's budget."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if response.status_code >= 400:
+            refund_account_budget(request)
+        return super().finalize_response(request, response, *args, **kwargs)

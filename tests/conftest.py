@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
@@ -97,6 +99,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("asyncio") is not None:
             item.fixturenames.append("leftover_tasks_ended")
+
+
+@pytest.fixture(autouse=True)
+def rate_budgets_per_test(settings):
+    """API rate budgets are counted in the shared Redis by account id, and a rolled-back test
+    gives its ids to the next (SQLite): each test counts under a prefix of its own, so one
+    test's submissions never spend another's budget."""
+    settings.RATELIMIT_CACHE_PREFIX = f"rl:{uuid.uuid4().hex}:"
 
 
 @pytest.fixture

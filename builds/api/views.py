@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from buildhub.errors import ServiceError
 from buildhub.net import client_ip
+from buildhub.throttling import AccountBudgetMixin, refund_account_budget
 from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import (
     AccountSerializer,
@@ -76,7 +77,12 @@ JOB_VERB_ERRORS = {
 }
 
 
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class JobViewSet(
+    AccountBudgetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
     """The caller account's jobs (staff: every account's): state, queue place, logs, verbs."""
 
     serializer_class = JobSerializer
@@ -92,6 +98,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
     }
     account_rates = {
         "create": SUBMIT_BUDGET,
+        "retry": SUBMIT_BUDGET,
         "run_now": SUBMIT_BUDGET,
         "list": READ_BUDGET,
         "retrieve": READ_BUDGET,
@@ -161,6 +168,8 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             staff=request.user.is_staff,
             request_meta={"ip": client_ip(request)},
         )
+        if not created:
+            refund_account_budget(request)  # a repeated Idempotency-Key queued nothing
         return Response(
             self.get_serializer(job).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

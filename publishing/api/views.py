@@ -16,8 +16,10 @@ from rest_framework.views import APIView
 
 from buildhub.errors import ServiceError
 from buildhub.net import client_ip
+from buildhub.throttling import AccountBudgetMixin, refund_account_budget
 from builds.api.permissions import caller_account, request_account
 from builds.api.serializers import JobSerializer
+from builds.api.views import READ_BUDGET, SUBMIT_BUDGET
 from builds.choices import TokenScope
 from builds.models import Job
 from publishing import (
@@ -60,6 +62,7 @@ MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around an uploaded
 
 
 class AppViewSet(
+    AccountBudgetMixin,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
@@ -88,6 +91,7 @@ class AppViewSet(
         "deployments": READ,
         "rotate_deployment": PUBLISH,
     }
+    account_rates = {"publish": SUBMIT_BUDGET}
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no caller
@@ -136,7 +140,7 @@ class AppViewSet(
         body = PublishSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        job, _ = releases.request_publish(
+        job, created = releases.request_publish(
             version,
             data["target_environment"],
             submitted_by=str(request.user),
@@ -146,6 +150,8 @@ class AppViewSet(
             rollout_percent=data["rollout_percent"],
             target_binary_range=data["target_binary_range"],
         )
+        if not created:
+            refund_account_budget(request)  # a repeated Idempotency-Key queued nothing
         return Response(
             JobSerializer(job, context=self.get_serializer_context()).data,
             status=status.HTTP_202_ACCEPTED,
@@ -250,6 +256,7 @@ class AppViewSet(
 
 
 class BuildViewSet(
+    AccountBudgetMixin,
     mixins.ListModelMixin,
     mixins.CreateModelMixin,
     mixins.RetrieveModelMixin,
@@ -259,6 +266,7 @@ class BuildViewSet(
 
     serializer_class = BuildSerializer
     required_scopes = {"list": READ, "retrieve": READ, "create": WRITE}
+    account_rates = {"create": SUBMIT_BUDGET, "list": READ_BUDGET, "retrieve": READ_BUDGET}
 
     def get_queryset(self):
         account = caller_account(self.request)
@@ -286,6 +294,8 @@ class BuildViewSet(
             staff=request.user.is_staff,
             request_meta={"ip": client_ip(request)},
         )
+        if not created:
+            refund_account_budget(request)  # a repeated Idempotency-Key queued nothing
         job = self.get_queryset().get(pk=job.pk)
         return Response(
             BuildSerializer(job, context=self.get_serializer_context()).data,
@@ -293,9 +303,10 @@ class BuildViewSet(
         )
 
 
-class ArtifactViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ArtifactViewSet(AccountBudgetMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = ArtifactSerializer
     required_scope = READ
+    account_rates = {"retrieve": READ_BUDGET, "download": READ_BUDGET}
 
     def get_queryset(self):
         account = caller_account(self.request)
