@@ -362,9 +362,10 @@ def _add_counts(rows: list[tuple[tuple, list[int]]]) -> None:
     adds = ", ".join(
         f"{quote(name)} = {table}.{quote(name)} + excluded.{quote(name)}" for name in counted
     )
+    per_statement = min(WRITE_BATCH, (connection.features.max_query_params or 6000) // 6)
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), WRITE_BATCH):
-            chunk = rows[start : start + WRITE_BATCH]
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
             values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
             params = []
             for (release_id, hour), numbers in chunk:
