@@ -1,0 +1,123 @@
+"""`buildhub` end to end: a real subprocess of the command against daphne and a worker.
+
+The stack is the browser tests' (daphne and the worker supervisor on the test database
+and Redis). The fixture app is packed from a directory (its .gitignore honoured), uploaded,
+built by a real worker (npm, Metro, hermesc) and followed over the progress websocket; a
+failing build exits 1, a refused token 2.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.conf import settings
+from django_q.brokers import get_broker
+
+from builds.choices import JobStatus
+from builds.models import Job
+from builds.services import create_api_token
+from tests.conftest import make_account
+from tests.e2e.conftest import Stack  # daphne and the worker supervisor, as `make run`
+from tests.publishing.ota_helpers import copy_fixture, make_app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BUILD_WAIT = 600  # a cold npm on a busy machine; a limit on a hung test, not a timing
+
+
+@pytest.fixture
+def stack(tmp_path):
+    get_broker().purge_queue()  # tickets left by earlier tests name no job of this database
+    running = Stack(tmp_path)
+    # Account ids come back after a rolled-back test run (SQLite): budgets of their own.
+    running.env.update(JOBS_SUBMIT_RATE="1000/h", JOBS_READ_RATE="10000/5m")
+    try:
+        yield running.up()
+    finally:
+        running.down()
+
+
+def buildhub(stack, token, *args, **env):
+    """Run the command as a CI step would; the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "buildhub_cli", *args],
+        cwd=settings.BASE_DIR,
+        env={
+            "PATH": os.environ["PATH"],
+            "BUILDHUB_URL": stack.url,
+            "BUILDHUB_TOKEN": token,
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=BUILD_WAIT,
+    )
+
+
+def test_build_wait_follows_a_real_build_to_its_artifacts(stack, tmp_path):
+    account = make_account("pro", "CLI Co")
+    make_app(account)
+    token = create_api_token(account, name="ci", scopes=["builds:read", "builds:write"]).secret
+    source = copy_fixture(tmp_path)
+    (source / ".gitignore").write_text("node_modules/\n*.log\n")
+    (source / "debug.log").write_text("not for the server")
+    (source / "node_modules" / "junk").mkdir(parents=True)
+    github = {"GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "build"}
+    args = ["build", "--app", "shop", "--target", "ota", "--platform", "android"]
+
+    done = buildhub(stack, token, *args, "--source", str(source), "--wait", **github)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    job = Job.objects.get(account=account)
+    assert job.status == JobStatus.SUCCEEDED
+    assert "Packed 8 files" in out  # the fixture (7) and .gitignore; no debug.log, no node_modules
+    assert f"Build {job.pk} queued" in out
+    for line in ("npm ci", "metro 0.83.8 from the app", "hermesc from the app", "composed"):
+        assert line in out
+    assert f"Job {job.pk} succeeded." in out
+    assert "ota_bundle android" in out and "sourcemap android" in out
+    assert "Traceback" not in done.stderr
+
+    # The same CI step again: the first job, nothing queued.
+    again = buildhub(stack, token, *args, "--source", str(source), "--json", **github)
+    assert again.returncode == 0, again.stderr
+    assert f'"id": "{job.pk}"' in again.stdout
+    assert Job.objects.filter(account=account).count() == 1
+
+    downloads = tmp_path / "artifacts"
+    fetched = buildhub(stack, token, "artifacts", str(job.pk), "--download", str(downloads))
+    assert fetched.returncode == 0, fetched.stderr
+    bundles = list(downloads.glob("ota_bundle-android-*.hbc"))
+    assert len(bundles) == 1
+    assert bundles[0].read_bytes()[:4] == bytes.fromhex("c61fbc03")  # Hermes bytecode
+    assert bundles[0].stat().st_size == job.result["bundle_size"]
+
+
+def test_a_failed_build_exits_1_and_a_refused_token_2(stack, tmp_path):
+    account = make_account("pro", "CLI Fail Co")
+    make_app(account)
+    token = create_api_token(account, name="ci", scopes=["builds:read", "builds:write"]).secret
+    source = tmp_path / "no-lock"
+    source.mkdir()
+    (source / "package.json").write_text('{"name": "shop", "version": "1.0.0"}')
+    (source / "index.js").write_text("console.log('hi');\n")
+    args = ["build", "--app", "shop", "--target", "ota", "--platform", "android", "--wait"]
+
+    failed = buildhub(stack, token, *args, "--source", str(source))
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    job = Job.objects.get(account=account)
+    assert job.status == JobStatus.FAILED
+    assert f"Job {job.pk} failed." in failed.stdout
+    assert "package-lock.json" in failed.stdout  # the reason, from the log and the error
+    assert "Traceback" not in failed.stderr
+
+    refused = buildhub(stack, "bh_nope_nope", *args, "--source", str(source))
+
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("buildhub: error: ")
+    assert "BUILDHUB_TOKEN" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert Job.objects.filter(account=account).count() == 1
