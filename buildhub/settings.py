@@ -277,6 +277,20 @@ CHECKIN_FLUSH_SECONDS = float(env_str("CHECKIN_FLUSH_SECONDS", "2"))
 CHECKIN_BATCH_SIZE = env_int("CHECKIN_BATCH_SIZE", 5000)
 CHECKIN_MAX_BUFFERED = env_int("CHECKIN_MAX_BUFFERED", 200_000)
 RELEASE_HEALTH_WINDOW_DAYS = env_int("RELEASE_HEALTH_WINDOW_DAYS", 7)
+# Device endpoints (update checks of the three protocols, registration, reports, downloads):
+# requests per fixed window for one app (all its devices, whichever protocol) and for one
+# client address (all apps), then 429 with Retry-After (publishing.device_limits). Sized
+# so a real fleet never meets them:
+# - per app: a 10-million-device app whose devices each launch it 10 times a day makes
+#   ~1,200 checks/s on average, ~6,000/s at a 5x busiest hour; a million devices all opening
+#   the app within two minutes of a push is 500,000/min. 600,000/min (10,000/s) holds both,
+#   and still stops a client bug that checks in a loop across a fleet.
+# - per address: a carrier-grade NAT can put ~10,000 phones behind one public address;
+#   each opening BuildHub-served apps 60 times in its busiest hour (a check, and at times
+#   a registration or a download, each) is ~10,000/min. 12,000/min (200/s) leaves room and
+#   still stops one client hammering.
+DEVICE_RATE_PER_APP = env_str("DEVICE_RATE_PER_APP", "600000/m")
+DEVICE_RATE_PER_IP = env_str("DEVICE_RATE_PER_IP", "12000/m")
 
 # --- Source intake and store builds -------------------------------------------------------
 # Caps on what one uploaded archive may unpack to (zip bombs are stopped while streaming).

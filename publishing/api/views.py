@@ -26,6 +26,7 @@ from publishing import (
     artifacts,
     checkins,
     codepush,
+    device_limits,
     edge,
     expo,
     health,
@@ -345,15 +346,35 @@ def _file_response(artifact: Artifact) -> FileResponse:
     return response
 
 
+def refuse_when_limited(request, app_key: str = "", *, per_address: bool = True) -> None:
+    """429 with Retry-After once the app's (its key as the device names it) or the client
+    address's device budget is spent (publishing.device_limits). No I/O: the first thing a
+    device endpoint does."""
+    wait = device_limits.wait_for(app_key, client_ip(request) if per_address else None)
+    if wait is not None:
+        raise device_limits.refusal(wait)
+
+
 def public_bundle(artifact_id, kind=ArtifactKind.OTA_BUNDLE) -> Artifact:
     """A public bundle (or package) that is still stored (404 for any other id, 410 once
     deleted)."""
-    artifact = Artifact.objects.filter(
-        pk=artifact_id, kind=kind, visibility=Visibility.PUBLIC
-    ).first()
+    artifact = (
+        Artifact.objects.filter(pk=artifact_id, kind=kind, visibility=Visibility.PUBLIC)
+        .select_related("app")
+        .first()
+    )
     if artifact is None:
         raise ServiceError("Not found.", code="not_found", status=404)
     artifacts.ensure_available(artifact)
+    return artifact
+
+
+def device_download(request, artifact_id, kind=ArtifactKind.OTA_BUNDLE) -> Artifact:
+    """A bundle or package a device downloads, within the address's budget (checked before
+    any work) and its app's (the id names the app only once the row is read)."""
+    refuse_when_limited(request)
+    artifact = public_bundle(artifact_id, kind)
+    refuse_when_limited(request, artifact.app.app_key if artifact.app else "", per_address=False)
     return artifact
 
 
@@ -366,7 +387,7 @@ class BundleDownloadView(APIView):
 
     @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 404: None, 410: None})
     def get(self, request, artifact_id):
-        artifact = public_bundle(artifact_id)
+        artifact = device_download(request, artifact_id)
         return _file_response(artifact)
 
 
@@ -396,6 +417,7 @@ class UpdateCheckView(APIView):
         responses={200: UpdateSerializer, 204: None},
     )
     def get(self, request):
+        refuse_when_limited(request, request.headers.get("X-App-Key", ""))
         params = edge.plain_update_query(request.query_params)
         if params is None:  # anything unusual: the serializer decides (and words the error)
             query = UpdateCheckQuerySerializer(data=request.query_params)
@@ -437,6 +459,7 @@ class DeviceRegisterView(APIView):
         responses={200: DeviceSerializer, 201: DeviceSerializer},
     )
     def post(self, request):
+        refuse_when_limited(request, request.headers.get("X-App-Key", ""))
         app = app_for_key(request)
         body = DeviceSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -492,6 +515,7 @@ class ExpoManifestView(APIView):
         responses={(200, "multipart/mixed"): OpenApiTypes.BINARY, 204: None, 400: None, 406: None},
     )
     def get(self, request, app_key):
+        refuse_when_limited(request, app_key)
         expo_request = expo.parse_request(request.headers)
         env = expo_request.env
         app, release = releases.update_check_state(app_key, env if env in ENVIRONMENTS else "")
@@ -575,7 +599,7 @@ class ExpoAssetView(APIView):
 
     @extend_schema(responses={(200, "*/*"): OpenApiTypes.BINARY, 404: None, 410: None})
     def get(self, request, artifact_id):
-        artifact = public_bundle(artifact_id)
+        artifact = device_download(request, artifact_id)
         encoding = expo.best_encoding(request.headers.get("accept-encoding", ""))
 
         def read() -> bytes:
@@ -593,7 +617,8 @@ class ExpoAssetView(APIView):
 
 
 class CodePushUpdateCheckView(APIView):
-    """CodePush update check (``react-native-code-push``): always 200 with ``update_info``."""
+    """CodePush update check (``react-native-code-push``): 200 with ``update_info``, or 429
+    (with "no update" too) when the device limits refuse it."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
@@ -615,6 +640,7 @@ class CodePushUpdateCheckView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
+        refuse_when_limited(request)
         query = request.query_params.dict()
         if self.legacy:
             query = codepush.from_legacy(query)
@@ -624,6 +650,7 @@ class CodePushUpdateCheckView(APIView):
             return request.build_absolute_uri(path)
 
         deployment, app, release = codepush.check_state(query)
+        refuse_when_limited(request, app.app_key if app else "", per_address=False)
         if app is not None:
             edge.remember(request, app.app_key, deployment["env"], app.slug, release, app.pk)
             edge.remember_deployment(request, str(query["deployment_key"]), deployment)
@@ -637,9 +664,23 @@ class CodePushUpdateCheckView(APIView):
             return Response({"updateInfo": codepush.to_legacy(info)})
         return Response({"update_info": info})
 
+    def handle_exception(self, exc):
+        """A refusal (429) also says "no update" in the check's own shape. The code-push SDK
+        reads no body of an error: it fails that check with "429: ..." and, 429 being a
+        recoverable status to it, checks again at the next launch or resume."""
+        response = super().handle_exception(exc)
+        if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+            info = codepush.no_update()
+            if self.legacy:
+                response.data["updateInfo"] = codepush.to_legacy(info)
+            else:
+                response.data["update_info"] = info
+        return response
+
 
 class CodePushReportView(APIView):
-    """A CodePush client's download or deploy report; recorded, and always 200."""
+    """A CodePush client's download or deploy report; recorded, and 200 whatever the body
+    (429 only when the device limits refuse it)."""
 
     authentication_classes = []
     permission_classes = [AllowAny]
@@ -649,12 +690,15 @@ class CodePushReportView(APIView):
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
+        refuse_when_limited(request)
         try:
             body = request.data if isinstance(request.data, dict) else {}
-        except (ParseError, UnsupportedMediaType):  # a report is never refused
+        except (ParseError, UnsupportedMediaType):  # a bad body is not refused
             body = {}
         if self.legacy:
             body = codepush.from_legacy(body)
+        deployment = codepush.deployment_by_key(str(body.get("deployment_key", "")))
+        refuse_when_limited(request, deployment["app_key"] if deployment else "", per_address=False)
         codepush.record_report(self.kind, body)
         return Response({"status": "ok"})
 
@@ -668,6 +712,7 @@ class CodePushPackageView(APIView):
 
     @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY, 404: None})
     def get(self, request, artifact_id):
-        response = _file_response(public_bundle(artifact_id, ArtifactKind.CODEPUSH_PACKAGE))
+        artifact = device_download(request, artifact_id, ArtifactKind.CODEPUSH_PACKAGE)
+        response = _file_response(artifact)
         response["Cache-Control"] = expo.ASSET_CACHE_CONTROL
         return response

@@ -44,6 +44,10 @@ def stack_environment(database_url: str, redis_url: str, var_dir: Path) -> dict:
         "JOBS_SUBMIT_RATE": UNLIMITED,
         "JOBS_READ_RATE": UNLIMITED,
         "BUILD_EVENTS_RATE_LIMIT": UNLIMITED,
+        # Every simulated device connects from 127.0.0.1, where a real fleet comes from as
+        # many addresses as devices (or carrier NATs of thousands): the per-address device
+        # limit is raised for that reason only. The per-app one keeps the product's default.
+        "DEVICE_RATE_PER_IP": UNLIMITED,
     }
 
 
