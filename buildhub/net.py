@@ -19,11 +19,17 @@ def client_ip(request) -> str | None:
     the client is the N-th entry from the right; anything further left was written by the
     client itself and is not believed. ``None`` when no valid address is known.
     """
-    remote = _valid_ip(request.META.get("REMOTE_ADDR", "") or "")
+    meta = request.META
+    return address_of(meta.get("REMOTE_ADDR", "") or "", meta.get("HTTP_X_FORWARDED_FOR", ""))
+
+
+def address_of(remote_addr: str, forwarded_for: str) -> str | None:
+    """client_ip from the peer's address and the X-Forwarded-For header (an ASGI scope's)."""
+    remote = _valid_ip(remote_addr)
     hops = settings.TRUSTED_PROXY_COUNT
     if hops <= 0:
         return remote
-    forwarded = [part for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if part]
+    forwarded = [part for part in forwarded_for.split(",") if part]
     if len(forwarded) < hops:
         return remote
     return _valid_ip(forwarded[-hops])

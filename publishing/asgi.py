@@ -23,12 +23,15 @@ included.
 
 import json
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from django.urls import reverse
 
 from buildhub.errors import ServiceError
-from publishing import codepush, edge, expo, releases
+from buildhub.net import address_of
+from publishing import checkins, codepush, device_limits, edge, expo, releases
 from publishing.choices import Environment
 
 PATH = "/api/v1/updates/check"
@@ -63,13 +66,22 @@ def _query(scope) -> dict | None:
     return dict(fields) if len(fields) <= MAX_FIELDS else None
 
 
-def _json(status: int, headers: list, document) -> tuple[int, list, bytes]:
-    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    return status, headers, body
+class Answer(NamedTuple):
+    """What the edge answers, for which app (its rate limit), and how to record the check."""
+
+    status: int
+    headers: list
+    body: bytes
+    app_key: str
+    record: Callable[[], None]
 
 
-def _update_answer(scope, headers: dict) -> tuple[int, list, bytes] | None:
-    """BuildHub's own check: status, headers and body, else None."""
+def _json(document) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _update_answer(scope, headers: dict) -> Answer | None:
+    """BuildHub's own check, else None."""
     known_origin = edge.origin(_origin_key(scope, headers))
     app_key = headers.get(b"x-app-key")
     if known_origin is None or not app_key:
@@ -82,21 +94,33 @@ def _update_answer(scope, headers: dict) -> tuple[int, list, bytes] | None:
     params = edge.plain_update_query(query) if query is not None else None
     if params is None:
         return None
-    known, release = edge.remembered_release(app_key, params["env"], params["app"])
-    if not known:
+    entry = edge.remembered_entry(app_key, params["env"], params["app"])
+    if entry is None:
         return None
-    device_header = headers.get(b"x-device-id", b"").decode("latin-1")
-    update = releases.update_for_query(release, params, device_header)
+    device = params["device"] or headers.get(b"x-device-id", b"").decode("latin-1")
+    release = entry.release
+    update = releases.update_for_query(release, params, device)
+
+    def record():
+        offered = release["id"] if update is not None else None
+        checkins.buildhub_check(
+            entry.app_id, params["env"], params["platform"], device, params["current"], offered
+        )
+
     base_url, response_headers = known_origin
     if update is None:
-        return 204, response_headers, b""
+        return Answer(204, response_headers, b"", app_key, record)
     if update["bundle_url"].startswith("/"):
         update["bundle_url"] = base_url + update["bundle_url"]
-    return _json(200, [(b"Content-Type", b"application/json"), *response_headers], update)
+    json_headers = [(b"Content-Type", b"application/json"), *response_headers]
+    return Answer(200, json_headers, _json(update), app_key, record)
 
 
-def _expo_request(headers: dict) -> expo.ExpoRequest | None:
-    named = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
+def _named(headers: dict) -> dict:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in headers.items()}
+
+
+def _expo_request(named: dict) -> expo.ExpoRequest | None:
     try:
         request = expo.parse_request(named)
     except ServiceError:
@@ -108,13 +132,22 @@ def _expo_memo_key(kind: str, request: expo.ExpoRequest, origin_key: tuple) -> t
     return (kind, request.platform, request.accepts, request.expects_signature, origin_key)
 
 
-def _expo_answer(scope, headers: dict, app_key: str) -> tuple[int, list, bytes] | None:
-    request = _expo_request(headers)
+def _expo_answer(scope, headers: dict, app_key: str) -> Answer | None:
+    named = _named(headers)
+    request = _expo_request(named)
     entry = edge.remembered_entry(app_key, request.env) if request is not None else None
     if entry is None:
         return None
     kind = expo.answer_kind(entry.release, request)
-    return entry.responses.get(_expo_memo_key(kind, request, _origin_key(scope, headers)))
+    kept = entry.responses.get(_expo_memo_key(kind, request, _origin_key(scope, headers)))
+    if kept is None:
+        return None
+
+    def record():
+        offered = entry.release["id"] if kind == "manifest" else None
+        checkins.expo_check(entry.app_id, request.env, request.platform, named, offered)
+
+    return Answer(*kept, app_key, record)
 
 
 def _package_url(base_url: str):
@@ -124,7 +157,7 @@ def _package_url(base_url: str):
     return lambda artifact_id: base_url + _package_path.replace(_UUID_PLACEHOLDER, artifact_id)
 
 
-def _codepush_answer(scope, headers: dict, legacy: bool) -> tuple[int, list, bytes] | None:
+def _codepush_answer(scope, headers: dict, legacy: bool) -> Answer | None:
     known = edge.origin(("codepush", legacy, *_origin_key(scope, headers)))
     query = _query(scope) if known is not None else None
     if query is None:
@@ -139,9 +172,20 @@ def _codepush_answer(scope, headers: dict, legacy: bool) -> tuple[int, list, byt
         return None
     base_url, response_headers = known
     info = codepush.update_info(deployment, entry.release, query, _package_url(base_url))
-    if legacy:
-        return _json(200, response_headers, {"updateInfo": codepush.to_legacy(info)})
-    return _json(200, response_headers, {"update_info": info})
+
+    def record():
+        offered = entry.release["id"] if info["is_available"] else None
+        env, platform = deployment["env"], deployment["platform"]
+        checkins.codepush_check(entry.app_id, env, platform, query, offered)
+
+    body = {"updateInfo": codepush.to_legacy(info)} if legacy else {"update_info": info}
+    return Answer(200, response_headers, _json(body), deployment["app_key"], record)
+
+
+def _address(scope) -> str | None:
+    client = scope.get("client") or ("",)
+    forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+    return address_of(client[0] or "", b",".join(forwarded).decode("latin-1"))
 
 
 def _route(scope) -> tuple[str, object] | None:
@@ -157,7 +201,7 @@ def _route(scope) -> tuple[str, object] | None:
     return ("expo", match.group(1)) if match else None
 
 
-def _answer(scope, route: str, argument) -> tuple[int, list, bytes] | None:
+def _answer(scope, route: str, argument) -> Answer | None:
     headers = dict(scope["headers"])
     if len(headers) != len(scope["headers"]):  # a repeated header: Django joins them
         return None
@@ -177,7 +221,7 @@ class _Learner:
         self.headers = dict(scope["headers"])
         self.start = None
         self.chunks: list[bytes] | None = None
-        self.expo_request = _expo_request(self.headers) if route == "expo" else None
+        self.expo_request = _expo_request(_named(self.headers)) if route == "expo" else None
 
     def on_start(self, message) -> None:
         if "origin" not in self.slot or message["status"] not in (200, 204):
@@ -226,12 +270,13 @@ class UpdateCheckEdge:
         if route is None:
             return await self.app(scope, receive, send)
         answer = _answer(scope, *route)
-        if answer is not None:
-            status, headers, body = answer
-            length = (b"Content-Length", str(len(body)).encode())
-            start = {"type": "http.response.start", "status": status, "headers": [*headers, length]}
-            await send(start)
-            return await send({"type": "http.response.body", "body": body})
+        # Within the app's and the address's device budgets (a refusal is Django's to word).
+        if answer is not None and device_limits.wait_for(answer.app_key, _address(scope)) is None:
+            answer.record()
+            length = (b"Content-Length", str(len(answer.body)).encode())
+            headers = [*answer.headers, length]
+            await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+            return await send({"type": "http.response.body", "body": answer.body})
         slot = {}
         scope = {**scope, edge.SCOPE_SLOT: slot}
         learner = _Learner(scope, *route, slot)

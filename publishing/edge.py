@@ -135,17 +135,15 @@ def remembered_release(app_key: str, env: str, slug: str) -> tuple[bool, dict | 
     that arrive meanwhile are still answered from the old entry (for at most
     ``REFRESH_SECONDS``), so the devices of a busy app do not all pile onto Django at once.
     """
-    entry = _releases.get((app_key, env))
-    if entry is None or entry.slug != slug:
-        return False, None
-    entry = remembered_entry(app_key, env)
+    entry = remembered_entry(app_key, env, slug)
     return (True, entry.release) if entry is not None else (False, None)
 
 
-def remembered_entry(app_key: str, env: str) -> _Entry | None:
-    """The entry of an app's environment while it may be answered from (see above)."""
+def remembered_entry(app_key: str, env: str, slug: str | None = None) -> _Entry | None:
+    """The entry of an app's environment (of the app named ``slug``, if given) while it may
+    be answered from (see remembered_release)."""
     entry = _releases.get((app_key, env))
-    if entry is None:
+    if entry is None or slug not in (None, entry.slug):
         return None
     now = time.monotonic()
     if now < entry.fresh_until:

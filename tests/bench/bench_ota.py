@@ -33,7 +33,7 @@ from builds.choices import JobStatus, Tier
 from builds.engine import sandbox
 from builds.engine.runner import run_next_job
 from builds.models import Job
-from publishing import codepush, releases, signing
+from publishing import asgi, checkins, codepush, edge, releases, signing
 from tests.bench.helpers import percentile, row, started_web, wait_until
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
@@ -222,6 +222,94 @@ def protocol_rows(ctx, app) -> list[dict]:
     return rows
 
 
+def _cpu_per_call(call, count: int) -> float:
+    """Microseconds of this process's CPU per ``call()``, over ``count`` calls."""
+    started = time.process_time()
+    for _ in range(count):
+        call()
+    return (time.process_time() - started) / count * 1e6
+
+
+def checkin_rows(ctx, app) -> list[dict]:
+    """What recording check-ins costs: on the request path (beside the edge's own answer to
+    the same check, measured in the same rounds) and when a batch is written."""
+    release = releases.current_release(app, "production")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/api/v1/updates/check",
+        "scheme": "http",
+        "query_string": (
+            f"app={app.slug}&platform=android&runtime_version={app.runtime_version}"
+            "&device=bench-device"
+        ).encode(),
+        "headers": [(b"host", b"127.0.0.1"), (b"x-app-key", app.app_key.encode())],
+    }
+    with override_settings(UPDATE_CHECK_EDGE_SECONDS=3600):
+        edge.remember(_EdgeRequest(), app.app_key, "production", app.slug, release, app.pk)
+    edge.learn_origin(asgi._origin_key(scope, dict(scope["headers"])), "http://127.0.0.1", [])
+    calls = 2000 if ctx.quick else 20000
+    expo_headers = {"eas-client-id": "bench-device", "expo-current-update-id": ""}
+    codepush_query = {"client_unique_id": "bench-device", "label": "v1"}
+    recorders = {
+        "BuildHub": lambda: checkins.buildhub_check(
+            app.pk, "production", "android", "bench-device", "", release["id"]
+        ),
+        "Expo": lambda: checkins.expo_check(
+            app.pk, "production", "android", expo_headers, release["id"]
+        ),
+        "CodePush": lambda: checkins.codepush_check(
+            app.pk, "production", "android", codepush_query, release["id"]
+        ),
+    }
+    edge_answer = []
+    recorded: dict[str, list[float]] = {name: [] for name in recorders}
+    writes, per_write = [], 5000
+    with override_settings(CHECKIN_FLUSH_SECONDS=0, CHECKIN_BATCH_SIZE=10**9):
+        checkins.discard()
+        for _ in range(1 if ctx.quick else 3):
+            edge_answer.append(_cpu_per_call(lambda: asgi._answer(scope, "update", None), calls))
+            for name, record in recorders.items():
+                recorded[name].append(_cpu_per_call(record, calls))
+                checkins.discard()
+            for number in range(per_write):  # a batch of check-ins from 1000 devices
+                checkins.buildhub_check(
+                    app.pk, "production", "android", f"device-{number % 1000}", "", release["id"]
+                )
+            started, cpu = time.perf_counter(), time.process_time()
+            checkins.flush()
+            writes.append((time.perf_counter() - started, time.process_time() - cpu))
+    edge.forget(app.app_key)
+    baseline = statistics.median(edge_answer)
+    ctx.log(f"check-ins: edge answer {edge_answer} µs, recording {recorded} µs, writes {writes}")
+    return [
+        row("edge's answer to a warm update check (CPU, in process)", baseline, "µs"),
+        *(
+            row(f"  recording its check-in, {name} (CPU, request path)", statistics.median(v), "µs")
+            for name, v in recorded.items()
+        ),
+        row(
+            f"writing a batch of check-ins, per 1000 ({per_write} from 1000 devices, wall)",
+            statistics.median(wall for wall, _ in writes) * 1000 / (per_write / 1000),
+            "ms",
+        ),
+        row(
+            "  web process CPU per 1000 check-ins written",
+            statistics.median(cpu for _, cpu in writes) * 1000 / (per_write / 1000),
+            "ms",
+        ),
+    ]
+
+
+class _EdgeRequest:
+    """What edge.remember reads of a request that reached Django through the edge."""
+
+    scope = {edge.SCOPE_SLOT: {}}
+
+    def build_absolute_uri(self, path):
+        return "http://127.0.0.1" + path
+
+
 def update_check_rows(ctx, app, processes: int) -> list[dict]:
     """The update check against ``processes`` daphne processes serving one port."""
     servers = "one daphne" if processes == 1 else f"{processes} daphne (one per core)"
@@ -335,4 +423,5 @@ def run(ctx) -> list[dict]:
         *update_check_rows(ctx, app, 1),
         *(update_check_rows(ctx, app, CORES) if CORES > 1 else []),
         *protocol_rows(ctx, app),
+        *checkin_rows(ctx, app),
     ]

@@ -10,7 +10,7 @@ from channels.testing import HttpCommunicator
 
 from buildhub.asgi import django_asgi_app
 from builds.engine.runner import run_next_job
-from publishing import codepush, edge, expo, releases, signing
+from publishing import codepush, device_limits, edge, expo, releases, signing
 from publishing.asgi import UpdateCheckEdge
 from publishing.models import AppSigningKey
 from tests.publishing.conftest import finished_ota_build
@@ -45,6 +45,7 @@ def device(django_app):
         if key is not None:
             sent.append((b"x-app-key", key.encode()))
         communicator = HttpCommunicator(front if edge else django_app, method, path, headers=sent)
+        communicator.scope["client"] = ("192.0.2.10", 40000)  # one device's address
         response = async_to_sync(communicator.get_response)()
         kept = sorted(
             (name, value) for name, value in response["headers"] if name not in PER_RESPONSE
@@ -362,3 +363,27 @@ def test_codepush_checks_are_answered_in_front_of_django_as_django_answers(
     requests = django_app.requests
     device(modern.format("dk_unknown", "1.0.0", ""))
     assert django_app.requests == requests + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checks_answered_in_front_of_django_spend_the_device_budgets(
+    app, api_client_for, tmp_storage, device, django_app, settings
+):
+    settings.DEVICE_RATE_PER_APP = "1000/100d"
+    settings.DEVICE_RATE_PER_IP = "4/100d"
+    device_limits.reset()
+    try:
+        publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+        answers = [device(key=app.app_key) for _ in range(6)]
+        assert [status for status, _, _ in answers] == [200, 200, 200, 200, 429, 429]
+        assert django_app.requests == 3  # the first check, and the two refusals Django words
+        status, headers, body = answers[4]
+        assert json.loads(body)["error"]["code"] == "rate_limited"
+        assert int(dict(headers)[b"Retry-After"]) > 0
+        # Another address has its own budget: an edge answer again.
+        forwarded = [(b"x-forwarded-for", b"198.51.100.7")]
+        settings.TRUSTED_PROXY_COUNT = 1
+        assert device(key=app.app_key, headers=forwarded)[0] == 200
+        assert django_app.requests == 3
+    finally:
+        device_limits.reset()
