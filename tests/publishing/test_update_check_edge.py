@@ -10,9 +10,9 @@ from channels.testing import HttpCommunicator
 
 from buildhub.asgi import django_asgi_app
 from builds.engine.runner import run_next_job
-from publishing import codepush, device_limits, edge, expo, releases, signing
+from publishing import checkins, codepush, device_limits, edge, expo, releases, signing
 from publishing.asgi import UpdateCheckEdge
-from publishing.models import AppSigningKey
+from publishing.models import AppSigningKey, DeviceCheckin, Release
 from tests.publishing.conftest import finished_ota_build
 
 CHECK = "/api/v1/updates/check?app=shop&platform=android&runtime_version=1.0.0"
@@ -387,3 +387,41 @@ def test_checks_answered_in_front_of_django_spend_the_device_budgets(
         assert django_app.requests == 3
     finally:
         device_limits.reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_checks_answered_in_front_of_django_record_their_check_ins(
+    app, api_client_for, tmp_storage, device, django_app
+):
+    checkins.discard()
+    publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    key = next(
+        d.key
+        for d in codepush.deployments_of(app)
+        if d.env == "production" and d.platform == "android"
+    )
+    codepush_check = "/v0.1/public/codepush/update_check?deployment_key={}&app_version=1.0.0&{}"
+    device(f"{CHECK}&device=warm-up", key=app.app_key)
+    device(expo_path(app), headers=[*EXPO_HEADERS, (b"eas-client-id", b"warm-up")])
+    device(codepush_check.format(key, "client_unique_id=warm-up"))
+    checkins.discard()
+    requests = django_app.requests
+    release = Release.objects.get(app=app, env="production")
+    running = release.manifest["bundles"]["android"]["codepush"]["package_hash"]
+
+    assert device(f"{CHECK}&device=phone-a", key=app.app_key)[0] == 200
+    assert device(expo_path(app), headers=[*EXPO_HEADERS, (b"eas-client-id", b"phone-b")])[0] == 200
+    phone_c = f"client_unique_id=phone-c&label=v1&package_hash={running}"
+    assert device(codepush_check.format(key, phone_c))[0] == 200
+    assert django_app.requests == requests  # all three answered by the edge
+    assert checkins.flush() == 3
+
+    rows = {
+        row.device_id: (row.protocol, row.offered_release_id, row.running_release_id)
+        for row in DeviceCheckin.objects.filter(app=app)
+    }
+    assert rows == {
+        "phone-a": ("buildhub", release.pk, None),
+        "phone-b": ("expo", release.pk, None),
+        "phone-c": ("codepush", None, release.pk),  # it runs v1 already: nothing offered
+    }
