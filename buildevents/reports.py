@@ -74,12 +74,17 @@ def run_summary(run: BuildRun) -> dict:
     }
 
 
-def build_status(heartbeat_timeout: int | None = None, now: dt.datetime | None = None) -> dict:
-    """What is building now: the newest live run; stale when it has been silent too long."""
+def build_status(
+    heartbeat_timeout: int | None = None, now: dt.datetime | None = None, account=None
+) -> dict:
+    """What is building now (of one account, or of all): the newest live run; stale when it
+    has been silent too long."""
     timeout = heartbeat_timeout or settings.BUILD_EVENTS_HEARTBEAT_TIMEOUT_SECONDS
     now = now or timezone.now()
     fresh_since = now - dt.timedelta(seconds=timeout)
     runs = BuildRun.objects.filter(status__in=LIVE_STATES)
+    if account is not None:
+        runs = runs.filter(account=account)
     run = (
         runs.filter(status=RunStatus.RUNNING, last_heartbeat_at__gte=fresh_since)
         .order_by("-started_at")
@@ -130,13 +135,21 @@ def _stats(values: list) -> dict:
 
 
 def duration_trends(
-    *, last_runs: int = 20, days: int = 14, command: str = "", env: str = "", now=None
+    *,
+    last_runs: int = 20,
+    days: int = 14,
+    command: str = "",
+    env: str = "",
+    account=None,
+    now=None,
 ) -> dict:
-    """p50/p95 of build and stage durations per command: over its last N finished runs, and
-    per day (UTC) over the last ``days`` days."""
+    """p50/p95 of build and stage durations per command (of one account, or of all): over its
+    last N finished runs, and per day (UTC) over the last ``days`` days."""
     now = now or timezone.now()
     since = now - dt.timedelta(days=days)
     runs = BuildRun.objects.filter(status__in=TERMINAL_STATES, started_at__gte=since)
+    if account is not None:
+        runs = runs.filter(account=account)
     if command:
         runs = runs.filter(command=command)
     if env:

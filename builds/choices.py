@@ -35,7 +35,7 @@ class TokenScope(models.TextChoices):
     BUILDS_WRITE = "builds:write", "Submit, cancel and retry builds"
     PUBLISH = "publish", "Publish versions and releases"
     EVENTS_WRITE = "events:write", "Post build lifecycle events"
-    UPDATES_READ = "updates:read", "Check for OTA updates"
+    EVENTS_READ = "events:read", "Read the account's build runs, status and trends"
 
 
 class JobStatus(models.TextChoices):

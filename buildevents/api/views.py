@@ -18,7 +18,7 @@ from buildevents.choices import RunEnv, RunStatus
 from buildevents.models import BuildRun
 from buildevents.validation import BodyTooLarge, parse_body
 from buildhub.errors import ServiceError
-from builds.api.permissions import HasTokenScope
+from builds.api.permissions import HasTokenScope, caller_account
 from builds.choices import TokenScope
 
 
@@ -79,10 +79,27 @@ class BuildEventIngestView(APIView):
         )
 
 
-class BuildStatusView(APIView):
-    """Is something building now, which stage, and is it still alive (staff)."""
+class StaffRunsMixin:
+    """Staff (admin session) see every account's runs."""
 
     permission_classes = [IsStaff]
+
+    def runs_account(self):
+        return None
+
+
+class AccountRunsMixin:
+    """A token with ``events:read`` sees its own account's runs only; staff see every one."""
+
+    permission_classes = [HasTokenScope]
+    required_scope = TokenScope.EVENTS_READ
+
+    def runs_account(self):
+        return caller_account(self.request)
+
+
+class BuildStatusView(StaffRunsMixin, APIView):
+    """Is something building now, which stage, and is it still alive (staff)."""
 
     @extend_schema(
         parameters=[
@@ -102,13 +119,16 @@ class BuildStatusView(APIView):
             1,
             86400,
         )
-        return Response(reports.build_status(timeout))
+        return Response(reports.build_status(timeout, account=self.runs_account()))
 
 
-class BuildRunViewSet(viewsets.ReadOnlyModelViewSet):
+class AccountBuildStatusView(AccountRunsMixin, BuildStatusView):
+    """Is one of the account's builds running now, which stage, and is it still alive."""
+
+
+class BuildRunViewSet(StaffRunsMixin, viewsets.ReadOnlyModelViewSet):
     """History of build runs (staff), newest first; a run's page carries its timeline."""
 
-    permission_classes = [IsStaff]
     lookup_field = "run_id"
     lookup_url_kwarg = "run_id"
     lookup_value_regex = "[0-9a-fA-F-]{36}"
@@ -118,6 +138,9 @@ class BuildRunViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         runs = BuildRun.objects.select_related("account")
+        account = self.runs_account()
+        if account is not None:
+            runs = runs.filter(account=account)
         if self.action == "retrieve":
             return runs.prefetch_related("events")
         if getattr(self, "swagger_fake_view", False):
@@ -161,5 +184,10 @@ class BuildRunViewSet(viewsets.ReadOnlyModelViewSet):
                 days=_int_param(request, "days", 14, 1, 365),
                 command=request.query_params.get("command", ""),
                 env=_choice_param(request, "env", RunEnv),
+                account=self.runs_account(),
             )
         )
+
+
+class AccountBuildRunViewSet(AccountRunsMixin, BuildRunViewSet):
+    """History of the account's own build runs, newest first; a run's page has its timeline."""

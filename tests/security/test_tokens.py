@@ -108,7 +108,7 @@ def test_expired_and_revoked_tokens_are_401(victim, api_client_for):
 def test_a_token_without_the_scope_is_403(victim, api_client_for):
     """Every endpoint names the scope it needs (or is for staff only); a token of other scopes
     is refused on the caller's own objects, and a read token can write nothing."""
-    unrelated = api_client_for(victim.account, scopes=[TokenScope.UPDATES_READ])
+    unrelated = api_client_for(victim.account, scopes=[TokenScope.EVENTS_WRITE])
     reader = api_client_for(victim.account, scopes=[TokenScope.BUILDS_READ])
 
     for path, method in TOKEN_OPERATIONS:
