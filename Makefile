@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain clients sandbox migrate bench load chaos clean
+.PHONY: run test lint venv toolchain clients sandbox observability migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -42,6 +42,20 @@ sandbox:
 		fi; }
 	@bwrap --version
 
+# The tests check the metrics, the alert rules and a live scrape with Debian's Prometheus
+# (promtool and prometheus), installed here when missing (as root; otherwise say how).
+observability:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing prometheus (promtool, for the metrics and alert rule tests)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; \
+		else \
+			echo "Prometheus is required for the tests: sudo apt-get install prometheus"; \
+			exit 1; \
+		fi; }
+	@promtool --version 2>&1 | head -1
+
 # The update clients' own libraries (tests/clients/package-lock.json), with which the tests
 # read BuildHub's answers as devices do; reinstalled only when the lock file changes.
 CLIENTS_STAMP := tests/clients/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("tests/clients/package-lock.json","rb").read()).hexdigest()[:12])')
@@ -60,7 +74,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint toolchain clients sandbox
+test: lint toolchain clients sandbox observability
 	$(PY) -m pytest
 
 migrate: venv

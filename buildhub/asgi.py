@@ -22,6 +22,7 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from buildhub.metrics import WebsocketGauge  # noqa: E402
 from buildhub.routing import websocket_urlpatterns  # noqa: E402
 from buildhub.websocket import AllowedHostsOrigin  # noqa: E402
 from publishing.asgi import UpdateCheckEdge  # noqa: E402
@@ -29,7 +30,9 @@ from publishing.asgi import UpdateCheckEdge  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": UpdateCheckEdge(django_asgi_app),
-        "websocket": AllowedHostsOrigin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": WebsocketGauge(
+            AllowedHostsOrigin(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )
 if starting_django:

@@ -6,6 +6,7 @@ embedded default): SQLite under var/, a private Redis on a unix socket under var
 with ``BUILDHUB_ENV=production`` and configured through the variables listed in README.md.
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "buildhub.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "buildhub.middleware.ApiErrorMiddleware",
@@ -470,12 +472,26 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0)
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# --- Observability ----------------------------------------------------------------------
+# Each process writes its Prometheus samples under this directory (one file set per process,
+# added up by a scrape); prometheus_client reads the variable when it is first imported, so
+# it is set here, before anything imports it. Child processes inherit it.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR") or VAR_DIR / "run" / "metrics")
+METRICS_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+# /metrics answers a bearer token (Authorization: Bearer <METRICS_TOKEN>) or these networks
+# (comma-separated addresses or CIDRs; loopback by default outside production).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ALLOWED_NETWORKS = env_list(
+    "METRICS_ALLOWED_NETWORKS", [] if PRODUCTION else ["127.0.0.0/8", "::1"]
+)
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from buildhub.health import healthz
+from buildhub.metrics import metrics_view
 from buildhub.security import throttled_admin_login
 
 api_v1 = [
@@ -13,6 +14,7 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("publishing.api.codepush_urls")),
     path("admin/login/", throttled_admin_login, name="admin-login"),
     path("admin/", admin.site.urls),

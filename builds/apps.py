@@ -6,6 +6,7 @@ class BuildsConfig(AppConfig):
     verbose_name = "Accounts and builds"
 
     def ready(self):
+        from buildhub.metrics import register_collector
         from builds import registry
         from builds.api import schema  # noqa: F401 - registers the token auth in OpenAPI
         from builds.engine.diagnostic import noop_executor, sleep_executor
@@ -24,3 +25,6 @@ class BuildsConfig(AppConfig):
             counts_as_build=False,
             description="Does nothing: measures the engine's own overhead (benchmarks).",
         )
+        from builds.metrics import QueueCollector
+
+        register_collector(QueueCollector())

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 from django.urls import reverse
 
 from buildhub.errors import ServiceError
+from buildhub.metrics import UPDATE_CHECKS
 from buildhub.net import address_of
 from publishing import checkins, codepush, device_limits, edge, expo, releases
 from publishing.choices import Environment
@@ -44,6 +45,27 @@ _NOT_REPLAYED = {b"content-length", b"date", b"server", b"set-cookie"}
 _ENVIRONMENTS = frozenset(Environment.values)
 _UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 _package_path = None
+# The update checks' counters, labelled once here: a check pays one increment.
+_CHECKS = {
+    (protocol, answer, served_by): UPDATE_CHECKS.labels(protocol, answer, served_by)
+    for protocol in ("update", "expo", "codepush")
+    for answer in ("update", "no_update", "refused", "error")
+    for served_by in ("edge", "django")
+}
+_CODEPUSH_AVAILABLE = (b'"is_available":true', b'"isAvailable":true')
+
+
+def _check_answer(protocol: str, status: int, body: bytes) -> str:
+    """What a device was told: an update (a manifest, a directive, a package), none, a 429."""
+    if status == 204:
+        return "no_update"
+    if status == 429:
+        return "refused"
+    if status >= 300:
+        return "error"
+    if protocol == "codepush" and not any(flag in body for flag in _CODEPUSH_AVAILABLE):
+        return "no_update"
+    return "update"
 
 
 def _origin_key(scope, headers: dict) -> tuple:
@@ -273,6 +295,7 @@ class UpdateCheckEdge:
         # Within the app's and the address's device budgets (a refusal is Django's to word).
         if answer is not None and device_limits.wait_for(answer.app_key, _address(scope)) is None:
             answer.record()
+            _CHECKS[route[0], _check_answer(route[0], answer.status, answer.body), "edge"].inc()
             length = (b"Content-Length", str(len(answer.body)).encode())
             headers = [*answer.headers, length]
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
@@ -280,12 +303,17 @@ class UpdateCheckEdge:
         slot = {}
         scope = {**scope, edge.SCOPE_SLOT: slot}
         learner = _Learner(scope, *route, slot)
+        status = []
 
         async def learn(message):
             if message["type"] == "http.response.start":
+                status.append(message["status"])
                 learner.on_start(message)
             elif message["type"] == "http.response.body":
                 learner.on_body(message)
+                if status and not message.get("more_body", False):
+                    answer = _check_answer(route[0], status[0], message.get("body", b""))
+                    _CHECKS[route[0], answer, "django"].inc()
             await send(message)
 
         return await self.app(scope, receive, learn)

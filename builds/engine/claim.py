@@ -9,6 +9,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Count, Exists, Q
 from django.db.models.functions import Now
 
+from builds import metrics
 from builds.choices import JobStatus, Tier, WorkerState
 from builds.engine import events
 from builds.engine.rows import fetch_jobs
@@ -101,7 +102,10 @@ def take_next_job(worker_id: str) -> Job | None:
         job = _claim_in_database(worker_id)
     else:
         job = _claim_with_queries(worker_id)
-    if job is not None:
+    if job is None:
+        metrics.claim_found_nothing("nothing_eligible")
+    else:
+        metrics.job_claimed(job)
         events.push_on_commit(job.pk, events.status_message(job))
     return job
 

@@ -13,6 +13,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Now
 
 from buildhub.errors import ServiceError
+from builds import metrics
 from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus
 from builds.engine import events
 from builds.engine.logs import store_lines, stored_line_messages
@@ -66,6 +67,7 @@ def _notify_on_commit(job: Job, outcome: str, account_slug: str, lines: list[dic
             job.attempts,
             job.max_attempts,
         )
+        metrics.job_changed(job, outcome)
         events.push(job.pk, *lines, events.status_message(job))
         if job.status == JobStatus.SUCCEEDED:
             events.job_completed.send(sender=Job, job=job, outcome=outcome)

@@ -31,7 +31,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from builds import registry
+from builds import metrics, registry
 from builds.choices import JobStatus, LogLevel, WorkerState
 from builds.engine import lifecycle, sandbox
 from builds.engine.claim import WorkerDraining, take_next_job
@@ -436,6 +436,7 @@ def _finish(context: JobContext, result, error: str, retryable: bool) -> None:
     reason = context.stop_reason
     if reason == StopReason.LEASE_LOST:
         logger.warning("job %s lost its lease; its result is discarded", job.pk)
+        metrics.lease_lost()
         return
     if reason is None and error:
         context.log(error, LogLevel.ERROR)
@@ -541,6 +542,7 @@ def run_next_job(drain_seconds: float = 0) -> str | None:
             try:
                 job = _take(worker_id)
             except WorkerDraining:
+                metrics.claim_found_nothing("draining")
                 issue_ticket()  # this worker is stopping: hand the ticket to another
                 break
             if job is None:

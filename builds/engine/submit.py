@@ -5,7 +5,7 @@ import contextlib
 from django.db import IntegrityError, connection, transaction
 
 from buildhub.errors import ServiceError
-from builds import registry
+from builds import metrics, registry
 from builds.choices import Tier
 from builds.engine.dispatch import wake_workers
 from builds.limits import timeout_limit_minutes
@@ -112,4 +112,5 @@ def submit_job(
             raise
         # A concurrent request with the same key won; answer with its job.
         return Job.objects.get(account=account, idempotency_key=idempotency_key), False
+    metrics.job_submitted(job)
     return job, True

@@ -9,6 +9,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
+from builds import metrics
 from builds.choices import LIVE_WORKER_STATES, JobStatus, WorkerState
 from builds.engine import lifecycle
 from builds.engine.lifecycle import after
@@ -120,8 +121,10 @@ def reap_expired_leases() -> int:
     )
     reaped = 0
     for job_id, lease_token in expired:
-        if lifecycle.reap_expired_lease(job_id, lease_token) is not None:
+        job = lifecycle.reap_expired_lease(job_id, lease_token)
+        if job is not None:
             logger.warning("job %s lost its worker; requeued or failed", job_id)
+            metrics.lease_reaped("failed" if job.status == JobStatus.FAILED else "retrying")
             reaped += 1
     return reaped
 

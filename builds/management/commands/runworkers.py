@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
+from buildhub import metrics
 from buildhub.env import env_int
 from buildhub.processes import StopFlag, terminate_all
 from builds import registry
@@ -89,6 +90,7 @@ class Supervisor:
             self.next_reap = now + settings.REAPER_INTERVAL_SECONDS
             workers.reap_expired_leases()
             runner.sweep_workspaces()
+            metrics.sweep_dead_processes()  # workers that died: their live gauges go
         if now >= self.next_reconcile:
             self.next_reconcile = now + settings.RECONCILE_INTERVAL_SECONDS
             dispatch.reconcile_tickets()
@@ -157,6 +159,7 @@ class Command(BaseCommand):
             f"{idle_seconds:g}s idle."
         )
         runner.sweep_workspaces()
+        metrics.sweep_dead_processes(wipe=True)
         while not stop.stopping:
             supervisor.tick()
             time.sleep(TICK_SECONDS)
