@@ -1,4 +1,5 @@
 import datetime as dt
+import types
 import uuid
 
 import pytest
@@ -9,6 +10,7 @@ from buildevents import reports
 from buildevents.choices import RunStatus
 from buildevents.models import BuildRun
 from buildevents.services import sweep_stale_runs
+from builds.choices import TokenScope
 from tests.buildevents.conftest import at, event, finished_run, started
 
 pytestmark = pytest.mark.django_db
@@ -282,3 +284,28 @@ def test_percentile_interpolates_between_ranks():
     assert reports.percentile([7], 0.95) == 7
     assert reports.percentile([10, 20, 30, 40], 0.5) == 25
     assert reports.percentile(list(range(1, 101)), 0.95) == 95
+
+
+@pytest.mark.parametrize("url", [STATUS_URL, "/api/v1/build-status/"])
+def test_without_a_parameter_the_status_uses_the_90_second_default(
+    url, events_client, staff_client, api_client_for, run_id, monkeypatch
+):
+    """The staff status and the account's own (events:read) both default to 90 s."""
+    client = (
+        staff_client
+        if url == STATUS_URL
+        else api_client_for(events_client.account, scopes=[TokenScope.EVENTS_READ])
+    )
+    events_client.send(started(run_id))
+    frozen = timezone.now()
+    monkeypatch.setattr(reports, "timezone", types.SimpleNamespace(now=lambda: frozen))
+
+    silent_for(run_id, 90, frozen)
+    alive = client.get(url).json()
+    silent_for(run_id, 91, frozen)
+    silent = client.get(url).json()
+
+    assert alive["heartbeatTimeout"] == 90
+    assert (alive["running"], alive["activeRun"]["status"]) == (True, "running")
+    assert (silent["running"], silent["activeRun"]["status"]) == (False, "stale")
+    assert silent["activeRun"]["silentFor"] == 91
