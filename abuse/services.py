@@ -23,6 +23,7 @@ from abuse.choices import (
 )
 from abuse.models import AbuseSignal, ConfirmedPattern, Flag, ReviewAction, Score
 from abuse.scoring import Assessment, assess, normalise_app_name
+from buildhub import metrics
 from buildhub.errors import ServiceError
 from builds import registry
 from builds.engine.dispatch import issue_ticket
@@ -119,6 +120,7 @@ def score_account(account: Account, now=None) -> Assessment:
     assessment = assess(account, now)
     total, breakdown = assessment.total, assessment.breakdown()
     store_score(account, total, breakdown, now)
+    metrics.ABUSE_SCORES.inc()
     if account.blocked or total <= settings.ABUSE_FLAG_THRESHOLD:
         return assessment
     if total > settings.ABUSE_BLOCK_THRESHOLD:
@@ -194,6 +196,8 @@ def raise_flag(account: Account, assessment: Assessment, priority: str) -> bool:
         Flag.objects.filter(account=account, status=FlagStatus.OPEN).update(
             score=total, priority=priority
         )
+    if opened:
+        transaction.on_commit(metrics.ABUSE_FLAGS.inc)
     return opened
 
 
@@ -248,6 +252,8 @@ def _block(account: Account, reason: str) -> bool:
         blocked=True, blocked_reason=reason[:500], blocked_at=Now()
     )
     account.blocked = True
+    if blocked:
+        transaction.on_commit(metrics.ABUSE_BLOCKS.inc)
     return bool(blocked)
 
 

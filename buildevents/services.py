@@ -28,6 +28,7 @@ from buildevents.choices import (
 )
 from buildevents.models import BuildRun, BuildRunEvent
 from buildevents.validation import EventIn
+from buildhub import metrics
 from buildhub.errors import ServiceError
 from builds.models import Account
 
@@ -234,6 +235,7 @@ def ingest_events(account: Account, events: list[EventIn]) -> IngestResult:
     notifications.notify_staff_of([(kind, run, None) for kind, run in announcements])
     if result.accepted:
         transaction.on_commit(live.push_build_status)
+        transaction.on_commit(lambda: metrics.BUILD_EVENTS.inc(result.accepted))
     return result
 
 
@@ -264,6 +266,7 @@ def sweep_stale_runs(*, timeout: int | None = None, now: dt.datetime | None = No
             notifications.notify_staff(NotificationKind.STALE, run, timeout=limit)
             transaction.on_commit(live.push_build_status)
         logger.warning("build run %s is stale: %s", run.run_id, STALE_REASON)
+        metrics.BUILD_RUNS_STALE.inc()
         stale.append(run)
     return stale
 

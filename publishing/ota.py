@@ -20,10 +20,12 @@ import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from django.conf import settings
 
+from buildhub import metrics
 from builds.choices import Tier
 from builds.engine.runner import JobFailed, RetryableError, workspace_root
 from builds.limits import effective_limits
@@ -215,6 +217,23 @@ def metro_error(report: dict | None, tail: list[str]) -> str:
 
 
 # --- the executor --------------------------------------------------------------------------
+class StepClock:
+    """Times the build's steps into buildhub_ota_step_duration_seconds: a step lasts until the
+    next one begins; a step that fails is not timed (its job's outcome is counted)."""
+
+    def __init__(self):
+        self.step, self.began = None, 0.0
+
+    def begin(self, step: str) -> None:
+        self.end()
+        self.step, self.began = step, time.monotonic()
+
+    def end(self) -> None:
+        if self.step is not None:
+            metrics.OTA_STEP.labels(self.step).observe(time.monotonic() - self.began)
+            self.step = None
+
+
 def ota_executor(context) -> dict:
     params = context.params
     app = App.objects.select_related("account").get(pk=params["app_id"])
@@ -229,6 +248,8 @@ def ota_executor(context) -> dict:
     toolchain = Path(settings.OTA_TOOLCHAIN_DIR)
 
     context.progress(2, "Fetching the source")
+    clock = StepClock()
+    clock.begin("source")
     source = sources.materialize(context, params.get("source"))
     with (
         caches.account_caches(app.account) as (npm_cache, metro_cache),
@@ -247,9 +268,11 @@ def ota_executor(context) -> dict:
         )
 
         context.progress(10, "Installing dependencies")
+        clock.begin("install")
         install_dependencies(context, app_dir, secrets, npm_cache)
 
         context.progress(40, "Bundling with Metro")
+        clock.begin("metro")
         metro_bundle = out / f"index.{platform}.bundle"
         metro_map = out / f"index.{platform}.bundle.map"
         metro = ToolOutput(context, 40, 65)
@@ -285,6 +308,7 @@ def ota_executor(context) -> dict:
         context.log(f"Metro bundle: {metro_bundle.stat().st_size} bytes")
 
         context.progress(65, "Compiling to Hermes bytecode")
+        clock.begin("hermes")
         hermesc, hermesc_from = find_hermesc(app_dir)
         context.log(f"hermesc from the {hermesc_from}: {hermesc}")
         bundle = out / f"index.{platform}.hbc"
@@ -305,6 +329,7 @@ def ota_executor(context) -> dict:
         context.log(f"Hermes bytecode version {version}, {bundle.stat().st_size} bytes")
 
         context.progress(75, "Composing sourcemaps")
+        clock.begin("sourcemaps")
         composed_map = out / f"index.{platform}.map"
         composer = ToolOutput(context, 75, 80)
         code = context.run(
@@ -338,6 +363,7 @@ def ota_executor(context) -> dict:
     context.log(f"bundle size {size} bytes, within the {limits.max_bundle_mb} MB limit")
 
     context.progress(90, "Uploading the bundle and sourcemap")
+    clock.begin("upload")
     key = f"ota/{app.account.slug}/{app.slug}/{context.job.pk}/index.{platform}"
     store = functools.partial(
         artifacts.store_file, account=app.account, job=context.job, app=app, platform=platform
@@ -357,6 +383,7 @@ def ota_executor(context) -> dict:
         content_type="application/json",
     )
     context.log(f"uploaded bundle {stored_bundle.sha256} and private sourcemap {stored_map.pk}")
+    clock.end()
     context.progress(100, "Bundle ready")
     return {
         "bundle_sha256": stored_bundle.sha256,

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from buildhub import metrics
 from buildhub.errors import ServiceError
 from builds.choices import JobStatus
 from builds.engine.runner import JobFailed
@@ -314,6 +315,7 @@ def publish_executor(context):
                 target_binary_range=params.get("target_binary_range", "*"),
             )
             transaction.on_commit(lambda: invalidate_update_cache(app, env))
+            transaction.on_commit(metrics.PUBLISHES.labels(env).inc)
         write_atomically(key, body)  # the switch: the previous release.json stays until now
         context.log(f"switched {key} to version {version.number}")
         context.progress(100, "Published")
@@ -360,6 +362,7 @@ def rollback(app: App, env: str) -> Release:
         previous.manifest_key, json.dumps(previous.manifest, indent=2, sort_keys=True).encode()
     )
     transaction.on_commit(lambda: invalidate_update_cache(app, env))
+    transaction.on_commit(metrics.ROLLBACKS.labels(env).inc)
     return previous
 
 
@@ -409,6 +412,7 @@ def rollback_to_embedded(app: App, env: str) -> Release:
     body = json.dumps(manifest, indent=2, sort_keys=True).encode()
     transaction.on_commit(lambda: write_atomically(release.manifest_key, body))
     transaction.on_commit(lambda: invalidate_update_cache(app, env))
+    transaction.on_commit(metrics.ROLLBACKS.labels(env).inc)
     return release
 
 

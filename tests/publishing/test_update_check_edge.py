@@ -425,3 +425,42 @@ def test_checks_answered_in_front_of_django_record_their_check_ins(
         "phone-b": ("expo", release.pk, None),
         "phone-c": ("codepush", None, release.pk),  # it runs v1 already: nothing offered
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_update_checks_publishes_and_rollbacks_are_counted_for_the_metrics(
+    app, api_client_for, tmp_storage, device
+):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from buildhub.metrics import exposition
+
+    def counts():
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(exposition().decode())
+            for sample in family.samples
+        }
+
+    def grew(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    before = counts()
+    publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    device(key=app.app_key)  # Django answers, and the edge learns the origin
+    device(key=app.app_key)
+    device(CHECK.replace("1.0.0", "2.0.0"), key=app.app_key)
+    client = api_client_for(app.account, scopes=["publish"])
+    rolled_back = client.post(
+        "/api/v1/apps/shop/releases/production/rollback/", {"to": "embedded"}, format="json"
+    )
+    assert rolled_back.status_code == 200, rolled_back.content
+    after = counts()
+
+    checks = "buildhub_update_checks_total"
+    assert grew(checks, protocol="update", answer="update", served_by="django") >= 1
+    assert grew(checks, protocol="update", answer="update", served_by="edge") >= 1
+    assert grew(checks, protocol="update", answer="no_update", served_by="edge") >= 1
+    assert grew("buildhub_publishes_total", env="production") >= 1
+    assert grew("buildhub_rollbacks_total", env="production") >= 1
