@@ -1,5 +1,6 @@
 from rest_framework import authentication, exceptions
 
+from buildhub import logs
 from builds.services import TokenRejected, authenticate_token
 
 
@@ -27,6 +28,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             token = authenticate_token(value)
         except TokenRejected as rejected:
             raise exceptions.AuthenticationFailed(rejected.message) from None
+        logs.bind(account_id=token.account_id)  # this request's log lines name the account
         return TokenUser(token), token
 
     def authenticate_header(self, request):

@@ -1,32 +1,20 @@
 """Job log lines: redacted, numbered without gaps, written in batches by the lease holder."""
 
-import re
+import logging
 import threading
 
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from buildhub.redaction import REDACTED, redact  # noqa: F401 - REDACTED: also imported from here
 from builds.choices import JobStatus, LogLevel
 from builds.engine.events import push_on_commit
 from builds.models import Job, JobLog
 
-REDACTED = "[REDACTED]"
 MAX_LINE = 8000
-_PATTERNS = [
-    re.compile(r"bh_[0-9a-f]{12}_[A-Za-z0-9_\-]{16,}"),  # our API tokens
-    re.compile(r"(?i)(authorization\s*[:=]\s*)(bearer|basic|token)?\s*\S+"),
-    re.compile(r"(?i)\b((?:[a-z0-9]+_)?(?:token|secret|password|api_?key)\s*[=:]\s*)\S+"),
-]
-
-
-def redact(message: str, secrets: frozenset[str] | set[str] = frozenset()) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret and len(secret) >= 4:
-            message = message.replace(secret, REDACTED)
-    message = _PATTERNS[0].sub(REDACTED, message)
-    message = _PATTERNS[1].sub(lambda m: f"{m.group(1)}{REDACTED}", message)
-    return _PATTERNS[2].sub(lambda m: f"{m.group(1)}{REDACTED}", message)
+# Every line of a running job also goes to the worker's own log (with the job's id).
+output_logger = logging.getLogger("buildhub.jobs.output")
 
 
 def append_logs(job_id, lines: list[tuple], *, lease_token=None) -> int:
@@ -93,6 +81,7 @@ class LogBuffer:
 
     def add(self, message: str, level: str = LogLevel.INFO) -> None:
         clean = redact(message.rstrip("\n"), self.secrets)[:MAX_LINE]
+        output_logger.log(logging.getLevelName(level.upper()), clean)
         with self._lock:
             self._lines.append((timezone.now(), level, clean))
 

@@ -31,6 +31,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from buildhub import logs
 from builds import metrics, registry
 from builds.choices import JobStatus, LogLevel, WorkerState
 from builds.engine import lifecycle, sandbox
@@ -461,6 +462,7 @@ def execute_claimed(job: Job) -> None:
     monitor = process_monitor()
     monitor.add(context)
     result, error, retryable = None, "", False
+    bound = logs.bind(job_id=job.pk, account_id=job.account_id)
     try:
         if kind is None:
             raise JobFailed(f"no executor for job kind {job.kind!r} on this worker")
@@ -482,6 +484,7 @@ def execute_claimed(job: Job) -> None:
             _finish(context, result, error, retryable)
         finally:
             sandbox.remove_tree(workspace)
+            logs.unbind(bound)
 
 
 def current_worker_id() -> str:
@@ -536,6 +539,7 @@ def run_next_job(drain_seconds: float = 0) -> str | None:
     worker_id = current_worker_id()
     began = time.monotonic()
     first = None
+    bound = logs.bind(worker_id=worker_id)
     try:
         ensure_registered(worker_id)
         while True:
@@ -557,5 +561,6 @@ def run_next_job(drain_seconds: float = 0) -> str | None:
                 issue_ticket()  # as above; another process (or this one) takes it
                 break
     finally:
+        logs.unbind(bound)
         close_old_connections()
     return first
