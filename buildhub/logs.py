@@ -87,6 +87,12 @@ class TextFormatter(logging.Formatter):
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
+def request_id_for(given: str) -> str:
+    """A request's id: the caller's ``X-Request-ID`` value when it is a plain token, else a
+    new one (the update checks answered in front of Django use this too)."""
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     """Each request's id: the caller's ``X-Request-ID`` when it is a plain token, else a new
     one; in every log line of the request and returned in the response's ``X-Request-ID``.
@@ -99,8 +105,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        given = request.META.get("HTTP_X_REQUEST_ID", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = request_id_for(request.META.get("HTTP_X_REQUEST_ID", ""))
         request.request_id = request_id
         bind(request_id=request_id, account_id=None)  # the API token's account is bound later
         response = self.get_response(request)

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 from django.urls import reverse
 
 from buildhub.errors import ServiceError
+from buildhub.logs import request_id_for
 from buildhub.metrics import UPDATE_CHECKS
 from buildhub.net import address_of
 from publishing import checkins, codepush, device_limits, edge, expo, releases
@@ -40,8 +41,8 @@ EXPO_PATH = re.compile(r"/api/v1/expo/([-_A-Za-z0-9]{1,64})/manifest")
 CODEPUSH_PATHS = {"/v0.1/public/codepush/update_check": False, "/updateCheck": True}
 MAX_FIELDS = 16  # a query with more fields than this is Django's to judge
 MAX_REMEMBERED_BODY = 64 * 1024  # an Expo answer longer than this is not kept
-_PER_RESPONSE = {b"content-type", b"content-length", b"date", b"server", b"set-cookie"}
-_NOT_REPLAYED = {b"content-length", b"date", b"server", b"set-cookie"}
+_NOT_REPLAYED = {b"content-length", b"date", b"server", b"set-cookie", b"x-request-id"}
+_PER_RESPONSE = {b"content-type", *_NOT_REPLAYED}
 _ENVIRONMENTS = frozenset(Environment.values)
 _UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 _package_path = None
@@ -161,7 +162,7 @@ def _expo_answer(scope, headers: dict, app_key: str) -> Answer | None:
     if entry is None:
         return None
     kind = expo.answer_kind(entry.release, request)
-    kept = entry.responses.get(_expo_memo_key(kind, request, _origin_key(scope, headers)))
+    kept = edge.kept_answer(entry, _expo_memo_key(kind, request, _origin_key(scope, headers)))
     if kept is None:
         return None
 
@@ -278,7 +279,7 @@ class _Learner:
                 if name.lower() not in _NOT_REPLAYED
             ]
             key = _expo_memo_key(kind, self.expo_request, _origin_key(self.scope, self.headers))
-            entry.responses[key] = (self.start["status"], replayed, b"".join(self.chunks))
+            edge.keep_answer(entry, key, (self.start["status"], replayed, b"".join(self.chunks)))
 
 
 class UpdateCheckEdge:
@@ -297,7 +298,9 @@ class UpdateCheckEdge:
             answer.record()
             _CHECKS[route[0], _check_answer(route[0], answer.status, answer.body), "edge"].inc()
             length = (b"Content-Length", str(len(answer.body)).encode())
-            headers = [*answer.headers, length]
+            given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+            request_id = (b"X-Request-ID", request_id_for(given).encode())
+            headers = [*answer.headers, length, request_id]
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
             return await send({"type": "http.response.body", "body": answer.body})
         slot = {}

@@ -24,6 +24,30 @@ SCOPE_SLOT = "buildhub.edge"  # the ASGI scope key the view leaves the origin in
 
 
 @dataclass(slots=True)
+class _Kept:
+    """Something Django said, trusted until ``fresh_until`` (time.monotonic()); see usable()."""
+
+    fresh_until: float
+    value: object
+    refreshing_since: float | None = None
+
+
+def usable(kept: "_Kept | _Entry | None") -> bool:
+    """Whether the edge may answer from ``kept``: while it is fresh, and once it has expired
+    while the one check that went to Django to refresh it is under way (for at most
+    ``REFRESH_SECONDS``), so that the devices of a busy app do not all pile onto Django."""
+    if kept is None:
+        return False
+    now = time.monotonic()
+    if now < kept.fresh_until:
+        return True
+    if kept.refreshing_since is None or now - kept.refreshing_since > REFRESH_SECONDS:
+        kept.refreshing_since = now  # this check refreshes it
+        return False
+    return True
+
+
+@dataclass(slots=True)
 class _Entry:
     fresh_until: float  # time.monotonic()
     slug: str
@@ -31,13 +55,13 @@ class _Entry:
     app_id: int | None = None
     refreshing_since: float | None = None
     # Whole answers Django gave for this release (the Expo manifests, signed or not, keyed
-    # by what they depend on): replayed by the edge while the entry lives.
+    # by what they depend on), each a _Kept: replayed by the edge while usable.
     responses: dict = field(default_factory=dict)
 
 
 _releases: dict[tuple[str, str], _Entry] = {}
 _origins: dict[tuple, tuple[str, list]] = {}
-_deployments: dict[str, tuple[float, dict]] = {}
+_deployments: dict[str, _Kept] = {}
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SLUG = re.compile(r"[-a-zA-Z0-9_]+")
@@ -93,11 +117,12 @@ def remember(
         _releases.clear()
     now = time.monotonic()
     entry = _releases.get((app_key, env))
-    # A fresh entry of the same release keeps the answers kept so far (and its time: what it
-    # keeps is never older than UPDATE_CHECK_EDGE_SECONDS).
     if entry is None or now >= entry.fresh_until or (entry.slug, entry.release) != (slug, release):
-        entry = _Entry(now + seconds, slug, release, app_id)
-        _releases[(app_key, env)] = entry
+        renewed = _Entry(now + seconds, slug, release, app_id)
+        if entry is not None and (entry.slug, entry.release) == (slug, release):
+            # The same release: its answers stay, each refreshed on its own time.
+            renewed.responses = entry.responses
+        _releases[(app_key, env)] = entry = renewed
     slot["entry"] = entry
     slot["origin"] = request.build_absolute_uri("/")[:-1]
 
@@ -109,14 +134,22 @@ def remember_deployment(request, key: str, deployment: dict) -> None:
         return
     if len(_deployments) >= MAX_ENTRIES:
         _deployments.clear()
-    _deployments[key] = (time.monotonic() + seconds, deployment)
+    _deployments[key] = _Kept(time.monotonic() + seconds, deployment)
 
 
 def remembered_deployment(key: str) -> dict | None:
     found = _deployments.get(key)
-    if found is None or time.monotonic() >= found[0]:
-        return None
-    return found[1]
+    return found.value if usable(found) else None
+
+
+def keep_answer(entry: _Entry, key: tuple, answer: tuple) -> None:
+    """A whole answer Django gave for ``entry``'s release, for requests that get the same."""
+    entry.responses[key] = _Kept(time.monotonic() + settings.UPDATE_CHECK_EDGE_SECONDS, answer)
+
+
+def kept_answer(entry: _Entry, key: tuple) -> tuple | None:
+    found = entry.responses.get(key)
+    return found.value if usable(found) else None
 
 
 def forget(app_key: str, env: str | None = None) -> None:
@@ -124,16 +157,15 @@ def forget(app_key: str, env: str | None = None) -> None:
     for key in [key for key in _releases if key[0] == app_key and env in (None, key[1])]:
         _releases.pop(key, None)
     if env is None:
-        for key in [key for key, (_, found) in _deployments.items() if found["app_key"] == app_key]:
+        for key in [key for key, kept in _deployments.items() if kept.value["app_key"] == app_key]:
             _deployments.pop(key, None)
 
 
 def remembered_release(app_key: str, env: str, slug: str) -> tuple[bool, dict | None]:
     """(known, release) for the app named ``slug`` whose key this is.
 
-    When an entry has expired, the next check goes to Django to refresh it while the checks
-    that arrive meanwhile are still answered from the old entry (for at most
-    ``REFRESH_SECONDS``), so the devices of a busy app do not all pile onto Django at once.
+    An expired entry is refreshed by one check while the others are answered from it (see
+    usable()).
     """
     entry = remembered_entry(app_key, env, slug)
     return (True, entry.release) if entry is not None else (False, None)
@@ -145,13 +177,7 @@ def remembered_entry(app_key: str, env: str, slug: str | None = None) -> _Entry 
     entry = _releases.get((app_key, env))
     if entry is None or slug not in (None, entry.slug):
         return None
-    now = time.monotonic()
-    if now < entry.fresh_until:
-        return entry
-    if entry.refreshing_since is None or now - entry.refreshing_since > REFRESH_SECONDS:
-        entry.refreshing_since = now  # this check refreshes it
-        return None
-    return entry
+    return entry if usable(entry) else None
 
 
 def learn_origin(key: tuple, base_url: str, headers: list) -> None:

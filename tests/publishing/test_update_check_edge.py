@@ -16,7 +16,7 @@ from publishing.models import AppSigningKey, DeviceCheckin, Release
 from tests.publishing.conftest import finished_ota_build
 
 CHECK = "/api/v1/updates/check?app=shop&platform=android&runtime_version=1.0.0"
-PER_RESPONSE = {b"date", b"server"}
+PER_RESPONSE = {b"date", b"server", b"X-Request-ID"}
 
 
 class CountingDjango:
@@ -464,3 +464,53 @@ def test_update_checks_publishes_and_rollbacks_are_counted_for_the_metrics(
     assert grew(checks, protocol="update", answer="no_update", served_by="edge") >= 1
     assert grew("buildhub_publishes_total", env="production") >= 1
     assert grew("buildhub_rollbacks_total", env="production") >= 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_answers_in_front_of_django_carry_a_request_id_as_djangos_do(
+    app, api_client_for, tmp_storage, django_app
+):
+    publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    front = UpdateCheckEdge(django_app)
+
+    def request_id(given=None):
+        sent = [(b"host", b"testserver"), (b"x-app-key", app.app_key.encode())]
+        if given is not None:
+            sent.append((b"x-request-id", given))
+        communicator = HttpCommunicator(front, "GET", CHECK, headers=sent)
+        response = async_to_sync(communicator.get_response)()
+        return dict(response["headers"])[b"X-Request-ID"]
+
+    request_id()  # through Django, which the edge then answers for
+    requests = django_app.requests
+    assert request_id(b"ci-run-42.step-3") == b"ci-run-42.step-3"
+    made = {request_id(), request_id(), request_id(b"not a plain token")}
+    assert len(made) == 3 and all(len(value) == 32 for value in made)
+    assert django_app.requests == requests
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_kept_answers_expire_one_check_refreshes_them_while_the_others_are_answered(
+    app, api_client_for, tmp_storage, device, django_app, settings, monkeypatch
+):
+    settings.UPDATE_CHECK_EDGE_SECONDS = 5
+    clock = [1000.0]
+    monkeypatch.setattr(edge.time, "monotonic", lambda: clock[0])
+    publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
+    key = next(
+        d.key
+        for d in codepush.deployments_of(app)
+        if d.env == "production" and d.platform == "android"
+    )
+    codepush_check = f"/v0.1/public/codepush/update_check?deployment_key={key}&app_version=1.0.0"
+    first_expo = device(expo_path(app), headers=EXPO_HEADERS)
+    first_codepush = device(codepush_check)
+    requests = django_app.requests
+
+    clock[0] += 5.1  # everything kept has expired: one check of each kind goes to Django
+    expo_answers = [device(expo_path(app), headers=EXPO_HEADERS) for _ in range(5)]
+    codepush_answers = [device(codepush_check) for _ in range(5)]
+
+    assert django_app.requests == requests + 2
+    assert [readable(answer) for answer in expo_answers] == [readable(first_expo)] * 5
+    assert [answer[2] for answer in codepush_answers] == [first_codepush[2]] * 5
