@@ -140,6 +140,37 @@ ABUSE_FLAGS = Counter("buildhub_abuse_flags_total", "Abuse flags opened for revi
 ABUSE_BLOCKS = Counter("buildhub_abuse_blocks_total", "Accounts blocked for abuse.")
 
 
+class Tally:
+    """Increments of a labelled counter kept in this process's memory and added to it at
+    most once every ``interval`` seconds (and before each scrape this process answers): for
+    the hottest paths, where a multiprocess counter's own increment (a lock and a write to
+    its file, about a microsecond) costs too much. A scrape answered by another process may
+    see them ``interval`` late; one that races a flush may miss an increment."""
+
+    def __init__(self, counter: Counter, label_sets, interval: float = 1.0):
+        self.children = {labels: counter.labels(*labels) for labels in label_sets}
+        self.counts = dict.fromkeys(self.children, 0)
+        self.interval = interval
+        self.next_flush = 0.0
+        _tallies.append(self)
+
+    def add(self, labels: tuple) -> None:
+        self.counts[labels] += 1
+        now = time.monotonic()
+        if now >= self.next_flush:
+            self.flush(now)
+
+    def flush(self, now: float | None = None) -> None:
+        self.next_flush = (now or time.monotonic()) + self.interval
+        for labels, count in self.counts.items():
+            if count:
+                self.counts[labels] -= count
+                self.children[labels].inc(count)
+
+
+_tallies: list[Tally] = []
+
+
 # --- scrape ------------------------------------------------------------------------------
 _collectors: list[Callable] = []
 
@@ -157,6 +188,8 @@ def multiprocess_dir() -> Path:
 
 def exposition() -> bytes:
     """Every process's samples added up, and the collectors' gauges, in the text format."""
+    for tally in _tallies:
+        tally.flush()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, str(multiprocess_dir()))
     for collector in _collectors:

@@ -31,7 +31,7 @@ from django.urls import reverse
 
 from buildhub.errors import ServiceError
 from buildhub.logs import request_id_for
-from buildhub.metrics import UPDATE_CHECKS
+from buildhub.metrics import UPDATE_CHECKS, Tally
 from buildhub.net import address_of
 from publishing import checkins, codepush, device_limits, edge, expo, releases
 from publishing.choices import Environment
@@ -46,13 +46,16 @@ _PER_RESPONSE = {b"content-type", *_NOT_REPLAYED}
 _ENVIRONMENTS = frozenset(Environment.values)
 _UUID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 _package_path = None
-# The update checks' counters, labelled once here: a check pays one increment.
-_CHECKS = {
-    (protocol, answer, served_by): UPDATE_CHECKS.labels(protocol, answer, served_by)
-    for protocol in ("update", "expo", "codepush")
-    for answer in ("update", "no_update", "refused", "error")
-    for served_by in ("edge", "django")
-}
+# The update checks' counts: a check adds one in memory (see Tally).
+_CHECKS = Tally(
+    UPDATE_CHECKS,
+    [
+        (protocol, answer, served_by)
+        for protocol in ("update", "expo", "codepush")
+        for answer in ("update", "no_update", "refused", "error")
+        for served_by in ("edge", "django")
+    ],
+)
 _CODEPUSH_AVAILABLE = (b'"is_available":true', b'"isAvailable":true')
 
 
@@ -296,7 +299,7 @@ class UpdateCheckEdge:
         # Within the app's and the address's device budgets (a refusal is Django's to word).
         if answer is not None and device_limits.wait_for(answer.app_key, _address(scope)) is None:
             answer.record()
-            _CHECKS[route[0], _check_answer(route[0], answer.status, answer.body), "edge"].inc()
+            _CHECKS.add((route[0], _check_answer(route[0], answer.status, answer.body), "edge"))
             length = (b"Content-Length", str(len(answer.body)).encode())
             given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
             request_id = (b"X-Request-ID", request_id_for(given).encode())
@@ -316,7 +319,7 @@ class UpdateCheckEdge:
                 learner.on_body(message)
                 if status and not message.get("more_body", False):
                     answer = _check_answer(route[0], status[0], message.get("body", b""))
-                    _CHECKS[route[0], answer, "django"].inc()
+                    _CHECKS.add((route[0], answer, "django"))
             await send(message)
 
         return await self.app(scope, receive, learn)
