@@ -8,7 +8,7 @@
   var terminal = ["succeeded", "failed", "cancelled", "timed_out"];
   var statusLabels = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed",
     cancelled: "Cancelled", timed_out: "Timed out" };
-  var initialStatus = root.querySelector('[data-testid="badge-status-' + jobId + '"]').textContent;
+  var shownStatus = root.getAttribute("data-status");
   var log = root.querySelector('[data-testid="log-' + jobId + '"]');
   var live = root.querySelector('[data-testid="live-text"]');
 
@@ -45,6 +45,51 @@
       var attempts = byTestId("attempts");
       attempts.textContent = attempts.textContent.replace(/^\d+/, message.attempts);
     }
+    showHeading(message.status);
+    if (message.status !== "queued") { removeAction("run-now"); }
+    if (terminal.indexOf(message.status) !== -1) {
+      byTestId("eta").textContent = "\u2013";
+      removeAction("cancel");
+    }
+  }
+
+  // The heading and the window title end in the job's status: "diagnostic.sleep <id> (running)".
+  function showHeading(status) {
+    if (status === shownStatus) { return; }
+    var heading = document.querySelector('[data-testid="text-job-heading-' + jobId + '"]');
+    var was = "(" + shownStatus + ")", now = "(" + status + ")";
+    if (heading) { heading.textContent = heading.textContent.replace(was, now); }
+    document.title = document.title.replace(was, now);
+    shownStatus = status;
+  }
+
+  function removeAction(verb) {
+    var button = document.querySelector('[data-testid="button-' + verb + "-" + jobId + '"]');
+    if (button) { button.closest("li").remove(); }
+  }
+
+  // What only the server knows once a job ends (its artifacts, its error, Retry) comes from
+  // the page itself, read again in the background: the page stays where the reader is.
+  function refreshEndedParts() {
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : Promise.reject(response.status); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var tools = document.querySelector("ul.object-tools");
+        var freshTools = fresh.querySelector("ul.object-tools");
+        if (tools && freshTools) { tools.replaceWith(document.importNode(freshTools, true)); }
+        fresh.querySelectorAll("[data-refresh]").forEach(function (part) {
+          var name = part.getAttribute("data-refresh");
+          var current = root.querySelector('[data-refresh="' + name + '"]');
+          var adopted = document.importNode(part, true);
+          if (current) {
+            current.replaceWith(adopted);
+          } else {
+            root.querySelector('[data-refresh="artifacts"]').before(adopted);
+          }
+        });
+      })
+      .catch(function () { live.textContent += " (reload for its artifacts)"; });
   }
 
   function appendLine(message) {
@@ -68,11 +113,11 @@
     socket.onmessage = function (event) {
       var message = JSON.parse(event.data);
       if (message.event === "log") { appendLine(message); return; }
+      var endedNow = terminal.indexOf(message.status) !== -1 && message.status !== shownStatus;
       showStatus(message);
-      if (terminal.indexOf(message.status) !== -1 && statusLabels[message.status] !== initialStatus) {
-        // Finished while we watched: reload once for the artifacts and the actions that apply now.
+      if (endedNow) {
         live.textContent = "Finished: " + (statusLabels[message.status] || message.status);
-        setTimeout(function () { window.location.reload(); }, 1500);
+        refreshEndedParts();
       }
     };
     socket.onclose = function (event) {
