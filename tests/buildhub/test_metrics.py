@@ -192,3 +192,30 @@ def test_dead_processes_are_swept_and_live_ones_left(tmp_path, monkeypatch):
     assert not (tmp_path / f"counter_{gone.pid}.db").exists()
     assert (tmp_path / f"counter_{live}.db").exists()
     assert (tmp_path / f"gauge_livesum_{live}.db").exists()
+
+
+async def test_open_websockets_are_counted_until_they_close():
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    def websockets_open() -> float:  # every process's samples, as a scrape adds them up
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        text = generate_latest(registry).decode()
+        return value(samples(text), "buildhub_websocket_connections")
+
+    closing = asyncio.Event()
+
+    async def consumer(scope, receive, send):
+        await closing.wait()
+
+    connection = asyncio.create_task(
+        metrics.WebsocketGauge(consumer)({"type": "websocket"}, None, None)
+    )
+    await asyncio.sleep(0)
+    while_open = websockets_open()
+    closing.set()
+    await connection
+
+    assert while_open - websockets_open() == 1
