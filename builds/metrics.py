@@ -9,7 +9,13 @@ from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily
 
 from buildhub import metrics
-from builds.choices import TERMINAL_STATES, JobStatus, PriorityClass, WorkerState
+from builds.choices import (
+    LIVE_WORKER_STATES,
+    TERMINAL_STATES,
+    JobStatus,
+    PriorityClass,
+    WorkerState,
+)
 from builds.tiers import TIERS
 
 TIER_OF_CLASS = {spec.priority_class.value: spec.tier.value for spec in TIERS.values()}
@@ -61,11 +67,15 @@ def lease_lost() -> None:
 _ELIGIBLE = Q(account__blocked=False) & (Q(not_before__isnull=True) | Q(not_before__lte=Now()))
 
 
+SUPERVISOR_STATES = ("warm", "running", "starting", "scaled_to_zero")
+
+
 class QueueCollector:
     """Queue depth, oldest wait and running jobs per class, and workers by state, read from
     the database at each scrape (three grouped queries)."""
 
     def collect(self):
+        from builds.engine.workers import heat_floor
         from builds.models import Job, Worker
 
         now = timezone.now()
@@ -114,3 +124,25 @@ class QueueCollector:
             if state != WorkerState.STOPPED:
                 workers.add_metric([state], by_state.get(state, 0))
         yield workers
+
+        # The supervisor keeps no row: its state as the admin dashboard words it.
+        floor = heat_floor()
+        live = sum(by_state.get(state, 0) for state in LIVE_WORKER_STATES)
+        queued = sum(rows[key]["count"] for key in rows if key[0] == JobStatus.QUEUED)
+        current = (
+            "warm" if floor else "running" if live else "starting" if queued else "scaled_to_zero"
+        )
+        supervisor = GaugeMetricFamily(
+            "buildhub_supervisor_state",
+            "1 for the supervisor's state now: warm (a heat-up holds workers), running, "
+            "starting (jobs wait for a first worker) or scaled_to_zero.",
+            labels=["state"],
+        )
+        for state in SUPERVISOR_STATES:
+            supervisor.add_metric([state], 1 if state == current else 0)
+        yield supervisor
+        yield GaugeMetricFamily(
+            "buildhub_heat_up_floor_workers",
+            "Workers an active heat-up keeps warm (0: none).",
+            value=floor,
+        )

@@ -58,6 +58,9 @@ def test_queue_depth_oldest_wait_and_workers_are_read_at_scrape_time():
     assert value(scraped, "buildhub_queue_oldest_wait_seconds", **{"class": "P1"}) == 0
     assert value(scraped, "buildhub_workers", state="starting") == 1
     assert value(scraped, "buildhub_jobs_running", **{"class": "P0"}) == 0
+    assert value(scraped, "buildhub_supervisor_state", state="running") == 1
+    assert value(scraped, "buildhub_supervisor_state", state="scaled_to_zero") == 0
+    assert value(scraped, "buildhub_heat_up_floor_workers") == 0
 
 
 @pytest.mark.django_db(transaction=True)
