@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from buildhub.errors import ServiceError, code_for_status, error_body
+from buildhub.metrics import RATE_LIMITED
 
 
 def _field_messages(detail) -> dict | list | str:
@@ -51,6 +52,7 @@ def exception_handler(exc, context):
         status_code = status.HTTP_429_TOO_MANY_REQUESTS
         body = error_body("rate_limited", "Too many requests; slow down.")
         headers["Retry-After"] = "60"
+        RATE_LIMITED.labels("api").inc()
     elif isinstance(exc, Http404):
         status_code, body = 404, error_body("not_found", "Not found.")
     elif isinstance(exc, PermissionDenied):

@@ -108,7 +108,8 @@ WEBSOCKETS_OPEN = Gauge(
 )
 RATE_LIMITED = Counter(
     "buildhub_rate_limit_refusals_total",
-    "Requests refused with 429 (limit: api, account, device, admin_login).",
+    "Requests refused by a rate limit (limit: api (per token), account (the account's "
+    "submit and read budgets), device, admin_login).",
     ["limit"],
 )
 
@@ -312,17 +313,7 @@ class RequestMetricsMiddleware:
         route = route_of(request)
         HTTP_DURATION.labels(route, method).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
-        if response.status_code == 429:
-            RATE_LIMITED.labels(_limit_of(route)).inc()
         return response
-
-
-def _limit_of(route: str) -> str:
-    if route.startswith("admin/"):
-        return "admin_login"
-    if "updates" in route or "expo" in route or "codepush" in route or "devices" in route:
-        return "device"
-    return "api"
 
 
 class WebsocketGauge:

@@ -6,6 +6,7 @@ from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django_ratelimit.core import get_usage
 
+from buildhub.metrics import RATE_LIMITED
 from buildhub.net import client_ip
 
 
@@ -83,6 +84,7 @@ def throttled_admin_login(request, extra_context=None):
 
 
 def _refusal(request, wait: int) -> HttpResponse:
+    RATE_LIMITED.labels("admin_login").inc()
     response = TemplateResponse(
         request,
         "admin/login_throttled.html",

@@ -6,6 +6,7 @@ from django_ratelimit import ALL
 from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 from rest_framework.throttling import BaseThrottle
 
+from buildhub.metrics import RATE_LIMITED
 from buildhub.net import client_ip
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class CacheRateThrottle(BaseThrottle):
                 return True
             if usage is not None and usage["should_limit"]:
                 self._wait = max(1, usage["time_left"])
+                RATE_LIMITED.labels("account" if group.startswith("account-rate:") else "api").inc()
                 return False
         return True
 

@@ -29,6 +29,7 @@ import redis
 from django.conf import settings
 
 from buildhub.errors import ServiceError
+from buildhub.metrics import RATE_LIMITED
 
 logger = logging.getLogger("buildhub.device_limits")
 
@@ -248,6 +249,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 def refusal(wait: int) -> ServiceError:
     """The 429 of a refused device request, in the API's error shape with Retry-After."""
+    RATE_LIMITED.labels("device").inc()
     return ServiceError(
         f"Too many requests for this app or from this address; try again in {wait} s.",
         code="rate_limited",

@@ -222,3 +222,31 @@ async def test_open_websockets_are_counted_until_they_close():
     await connection
 
     assert while_open - websockets_open() == 1
+
+
+@pytest.mark.django_db
+def test_rate_limit_refusals_are_counted_by_limit(settings, api_client_for):
+    from publishing import device_limits
+
+    settings.DEVICE_RATE_PER_IP = "1/100d"
+    settings.API_RATE_LIMIT = "1/m"
+    device_limits.reset()
+    before = samples(scrape())
+    try:
+        device = Client(REMOTE_ADDR="198.51.100.99", HTTP_X_APP_KEY="no-such-app")
+        device.get("/api/v1/updates/check?app=shop&platform=android&runtime_version=1")
+        refused_device = device.get("/api/v1/updates/check?app=shop&platform=android")
+        client = api_client_for(make_account("free", "Limited Co"))
+        client.get("/api/v1/jobs/")
+        refused_api = client.get("/api/v1/jobs/")
+    finally:
+        device_limits.reset()
+    after = samples(scrape())
+
+    assert refused_device.status_code == 429
+    assert refused_api.status_code == 429
+    for limit in ("device", "api"):
+        grew = value(after, "buildhub_rate_limit_refusals_total", limit=limit) - value(
+            before, "buildhub_rate_limit_refusals_total", limit=limit
+        )
+        assert grew >= 1, limit
