@@ -290,6 +290,13 @@ def cancel(client: Client, args, out: Output) -> int:
     return EXIT_OK
 
 
+def version(client: Client, args, out: Output) -> int:
+    made = client.post(f"/api/v1/apps/{args.app}/versions/", {"build": args.build})
+    builds = ", ".join(args.build)
+    out.result(made, f"Version {made['number']} of {args.app} from build {builds}.")
+    return EXIT_OK
+
+
 def publish(client: Client, args, out: Output) -> int:
     body = {"target_environment": args.env}
     if args.rollout is not None:
@@ -405,6 +412,14 @@ def parser() -> argparse.ArgumentParser:
     command = commands.add_parser("cancel", help="cancel a job")
     command.add_argument("job")
     command.set_defaults(handler=cancel)
+
+    command = commands.add_parser("version", help="make a version of an app from its builds")
+    command.add_argument("--app", required=True)
+    command.add_argument(
+        "--build", required=True, action="append", metavar="JOB", help="a build (repeatable)"
+    )
+    command.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    command.set_defaults(handler=version)
 
     command = commands.add_parser("publish", help="publish a version to an environment")
     command.add_argument("--app", required=True)

@@ -17,6 +17,7 @@ from django_q.brokers import get_broker
 from builds.choices import JobStatus
 from builds.models import Job
 from builds.services import create_api_token
+from publishing.models import Release
 from tests.conftest import make_account
 from tests.e2e.conftest import Stack  # daphne and the worker supervisor, as `make run`
 from tests.publishing.ota_helpers import copy_fixture, make_app
@@ -93,6 +94,58 @@ def test_build_wait_follows_a_real_build_to_its_artifacts(stack, tmp_path):
     assert len(bundles) == 1
     assert bundles[0].read_bytes()[:4] == bytes.fromhex("c61fbc03")  # Hermes bytecode
     assert bundles[0].stat().st_size == job.result["bundle_size"]
+
+
+def live_release(app):
+    live = Release.objects.filter(app=app, env="production", rolled_back_at__isnull=True)
+    return live.order_by("-published_at").first()
+
+
+def test_from_a_build_to_a_release_and_back_with_the_command(stack, tmp_path):
+    account = make_account("pro", "CLI Release Co")
+    app = make_app(account)
+    scopes = ["builds:read", "builds:write", "publish"]
+    token = create_api_token(account, name="ci", scopes=scopes).secret
+    source = copy_fixture(tmp_path)
+    built = buildhub(
+        stack, token, "build", "--app", "shop", "--target", "ota", "--platform", "android",
+        "--source", str(source), "--wait",
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    build = Job.objects.get(account=account)
+
+    versions = [buildhub(stack, token, "version", "--app", "shop", "--build", str(build.pk))]
+    versions.append(buildhub(stack, token, "version", "--app", "shop", "--build", str(build.pk)))
+    assert [done.stdout for done in versions] == [
+        f"Version 1 of shop from build {build.pk}.\n",
+        f"Version 2 of shop from build {build.pk}.\n",
+    ]
+    first = buildhub(stack, token, "publish", "--app", "shop", "--version", "1",
+                     "--env", "production", "--wait")  # fmt: skip
+    second = buildhub(stack, token, "publish", "--app", "shop", "--version", "2",
+                      "--env", "production", "--rollout", "50", "--wait")  # fmt: skip
+    assert (first.returncode, second.returncode) == (0, 0), first.stdout + second.stdout
+    live = live_release(app)
+    assert (live.version.number, live.rollout_percent) == (2, 50)
+    publish_job = Job.objects.get(account=account, kind="publish", result__release_id=live.pk)
+    assert f"Job {publish_job.pk} succeeded." in second.stdout
+
+    status = buildhub(stack, token, "status")
+    assert status.returncode == 0, status.stderr
+    assert "CLI Release Co (cli-release-co), pro tier" in status.stdout
+    assert "0 job(s) queued or running" in status.stdout
+
+    logs = buildhub(stack, token, "logs", str(publish_job.pk))
+    assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
+
+    back = buildhub(stack, token, "rollback", "--app", "shop", "--env", "production")
+    assert back.returncode == 0, back.stderr
+    assert "shop production rolled back" in back.stdout
+    assert live_release(app).version.number == 1
+
+    too_late = buildhub(stack, token, "cancel", str(publish_job.pk))  # a conflict: exit 1
+    assert too_late.returncode == 1
+    assert too_late.stderr == "buildhub: error: This job has already ended (succeeded).\n"
 
 
 def test_a_failed_build_exits_1_and_a_refused_token_2(stack, tmp_path):
