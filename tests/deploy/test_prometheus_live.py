@@ -149,11 +149,18 @@ def test_prometheus_scrapes_a_running_stack_while_jobs_run(stack, prometheus):
     assert query(prometheus, "buildhub_workers")
     healthz = 'buildhub_http_requests_total{route="healthz",status="200"}'
     assert total(prometheus, healthz) >= 1
+
     # The rules load and are evaluated against the live series.
-    with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as response:
-        groups = json.load(response)["data"]["groups"]
-    assert {rule["name"] for group in groups for rule in group["rules"]} >= {
+    def rules():
+        with urllib.request.urlopen(f"{prometheus}/api/v1/rules", timeout=10) as response:
+            groups = json.load(response)["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    evaluated = wait_for(
+        "the rules to be evaluated",
+        lambda: (found := rules()) and all(rule["health"] == "ok" for rule in found) and found,
+    )
+    assert {rule["name"] for rule in evaluated} >= {
         "BuildHubNoLiveWorker",
         "BuildHubQueueWaitAboveTierExpectation",
     }
-    assert all(rule["health"] == "ok" for group in groups for rule in group["rules"])
