@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from buildhub.storage import check_reachable
 from builds.choices import LIVE_WORKER_STATES
 from builds.models import Worker
 
@@ -42,7 +43,7 @@ def check_storage() -> None:
             if not os.access(location, os.W_OK):
                 raise OSError(f"{alias} storage at {location} is not writable")
         else:
-            storage.exists(".healthz")
+            check_reachable(storage)
 
 
 def worker_sandboxes() -> dict[str, int]:

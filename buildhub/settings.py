@@ -13,6 +13,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from buildhub.env import database_from_url, env_bool, env_int, env_list, env_str
+from buildhub.storage import s3_storages
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("BUILDHUB_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -214,25 +215,14 @@ if AWS_STORAGE_BUCKET_NAME:
             "AWS_STORAGE_BUCKET_NAME is set: AWS_PRIVATE_STORAGE_BUCKET_NAME must name the "
             "private bucket for sourcemaps"
         )
-    _s3 = {
-        "endpoint_url": env_str("AWS_S3_ENDPOINT_URL") or None,
-        "region_name": env_str("AWS_S3_REGION_NAME") or None,
-        "file_overwrite": False,
-    }
-    _public_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {**_s3, "bucket_name": AWS_STORAGE_BUCKET_NAME, "querystring_auth": False},
-    }
-    _private_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            **_s3,
-            "bucket_name": AWS_PRIVATE_STORAGE_BUCKET_NAME,
-            "default_acl": "private",
-            "querystring_auth": True,
-            "querystring_expire": env_int("SIGNED_URL_SECONDS", 3600),
-        },
-    }
+    _s3 = s3_storages(
+        public_bucket=AWS_STORAGE_BUCKET_NAME,
+        private_bucket=AWS_PRIVATE_STORAGE_BUCKET_NAME,
+        endpoint_url=env_str("AWS_S3_ENDPOINT_URL") or None,
+        region_name=env_str("AWS_S3_REGION_NAME") or None,
+        signed_url_seconds=env_int("SIGNED_URL_SECONDS", 3600),
+    )
+    _public_storage, _private_storage = _s3["default"], _s3["private"]
 else:
     _public_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",

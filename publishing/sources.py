@@ -20,6 +20,7 @@ from django.core.files.storage import storages
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
+from buildhub.storage import storage_unavailable_as_503
 from builds.choices import JobStatus, Tier
 from builds.engine import sandbox
 from builds.engine.runner import JobFailed
@@ -77,9 +78,10 @@ def save_upload(account: Account, app: App, uploaded_file) -> SourceUpload:
         )
     upload_id = uuid.uuid4()
     uploaded_file.seek(0)
-    key = storages["private"].save(
-        f"sources/{account.slug}/{app.slug}/{upload_id}.{fmt}", uploaded_file
-    )
+    with storage_unavailable_as_503():
+        key = storages["private"].save(
+            f"sources/{account.slug}/{app.slug}/{upload_id}.{fmt}", uploaded_file
+        )
     return SourceUpload.objects.create(
         id=upload_id,
         account=account,

@@ -6,11 +6,15 @@ from builds.models import Job
 from publishing import artifacts
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App
+from tests.support.s3 import RUN_ON_S3
 
 
 @pytest.fixture
 def tmp_storage(settings, tmp_path):
-    """Public and private storage in a temporary directory for the test."""
+    """Public and private storage in a temporary directory for the test (on the S3 server
+    instead when the run is on S3)."""
+    if RUN_ON_S3:
+        return tmp_path
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
