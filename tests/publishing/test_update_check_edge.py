@@ -236,6 +236,12 @@ EXPO_HEADERS = [
 ]
 
 
+def android_production_key(app) -> str:
+    """The CodePush deployment key of the app's production environment on Android."""
+    deployments = codepush.deployments_of(app)
+    return next(d.key for d in deployments if (d.env, d.platform) == ("production", "android"))
+
+
 def expo_path(app):
     return f"/api/v1/expo/{app.app_key}/manifest"
 
@@ -330,11 +336,7 @@ def test_codepush_checks_are_answered_in_front_of_django_as_django_answers(
     app, api_client_for, tmp_storage, device, django_app
 ):
     publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
-    key = next(
-        d.key
-        for d in codepush.deployments_of(app)
-        if d.env == "production" and d.platform == "android"
-    )
+    key = android_production_key(app)
     modern = "/v0.1/public/codepush/update_check?deployment_key={}&app_version={}&{}"
     legacy = "/updateCheck?deploymentKey={}&appVersion={}&{}"
     device(modern.format(key, "1.0.0", ""))
@@ -395,11 +397,7 @@ def test_checks_answered_in_front_of_django_record_their_check_ins(
 ):
     checkins.discard()
     publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
-    key = next(
-        d.key
-        for d in codepush.deployments_of(app)
-        if d.env == "production" and d.platform == "android"
-    )
+    key = android_production_key(app)
     codepush_check = "/v0.1/public/codepush/update_check?deployment_key={}&app_version=1.0.0&{}"
     device(f"{CHECK}&device=warm-up", key=app.app_key)
     device(expo_path(app), headers=[*EXPO_HEADERS, (b"eas-client-id", b"warm-up")])
@@ -497,11 +495,7 @@ def test_when_kept_answers_expire_one_check_refreshes_them_while_the_others_are_
     clock = [1000.0]
     monkeypatch.setattr(edge.time, "monotonic", lambda: clock[0])
     publish(api_client_for, app, 1, b"\xc6\x1f\xbc\x03one", tmp_storage)
-    key = next(
-        d.key
-        for d in codepush.deployments_of(app)
-        if d.env == "production" and d.platform == "android"
-    )
+    key = android_production_key(app)
     codepush_check = f"/v0.1/public/codepush/update_check?deployment_key={key}&app_version=1.0.0"
     first_expo = device(expo_path(app), headers=EXPO_HEADERS)
     first_codepush = device(codepush_check)
