@@ -9,9 +9,11 @@ from rest_framework.test import APIClient
 from tests.buildhub.test_settings import run_django
 from tests.builds.test_api_auth import assert_error
 from tests.publishing.conftest import finished_ota_build
+from tests.support.s3 import RUN_ON_S3
 
 
 @pytest.mark.django_db
+@pytest.mark.skipif(RUN_ON_S3, reason="filesystem links; tests/storage tests S3's")
 def test_a_download_link_works_for_an_hour_by_default(
     app, api_client_for, tmp_storage, monkeypatch
 ):

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from buildhub.errors import ServiceError
@@ -261,7 +262,8 @@ def test_an_upload_is_validated_stored_and_answered_with_its_id(
     assert body["size"] == len(data) and body["format"] == "tar.gz"
     stored = SourceUpload.objects.get(pk=body["id"])
     assert stored.account == pro_account and stored.app == app
-    assert (tmp_storage / "private" / stored.storage_key).read_bytes() == data
+    with storages["private"].open(stored.storage_key) as kept:
+        assert kept.read() == data
     import hashlib
 
     assert body["sha256"] == hashlib.sha256(data).hexdigest()
@@ -421,6 +423,6 @@ def test_expired_uploads_are_swept_unless_a_waiting_build_names_them(app, tmp_st
     assert sources.sweep_expired_sources() == 1
 
     assert set(SourceUpload.objects.values_list("pk", flat=True)) == {needed.pk, fresh.pk}
-    private = tmp_storage / "private"
-    assert not (private / expired.storage_key).exists()
-    assert (private / needed.storage_key).exists() and (private / fresh.storage_key).exists()
+    private = storages["private"]
+    assert not private.exists(expired.storage_key)
+    assert private.exists(needed.storage_key) and private.exists(fresh.storage_key)
