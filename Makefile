@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test lint venv toolchain clients sandbox observability migrate bench load chaos clean
+.PHONY: run test test-s3 s3 lint venv toolchain clients sandbox observability migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -76,6 +76,20 @@ lint: venv
 
 test: lint toolchain clients sandbox observability
 	$(PY) -m pytest
+
+# The storage tests and the publishing tests that store files, all on a real S3 server
+# (SeaweedFS on loopback ports, started and stopped by the tests).
+S3_TESTS := tests/storage tests/publishing/test_publishing_api.py \
+	tests/publishing/test_sources.py tests/publishing/test_signed_urls.py \
+	tests/publishing/test_publish_progress.py \
+	tests/publishing/test_ota.py::test_a_built_bundle_is_published_and_devices_get_it
+test-s3: venv toolchain sandbox
+	BUILDHUB_TEST_S3=1 $(PY) -m pytest $(S3_TESTS)
+
+# A SeaweedFS S3 server in the foreground under var/s3/ (port S3_PORT, default 8333), with
+# the two buckets; prints the settings that put BuildHub on it. Ctrl-C stops it.
+s3: venv
+	$(PY) -m tests.support.s3
 
 migrate: venv
 	$(PY) manage.py migrate

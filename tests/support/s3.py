@@ -233,6 +233,10 @@ def s3_storage_for_run(request):
         request.getfixturevalue("s3_storage")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """``make s3``: a server in the foreground under var/s3/ until Ctrl-C."""
     from django.conf import settings
@@ -249,10 +253,11 @@ def main() -> None:
         "Ctrl-C stops it.",
         flush=True,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # stopped like Ctrl-C by a supervisor too
     try:
         server.process.wait()
     except KeyboardInterrupt:
-        print("stopping (about 10 s)", flush=True)
+        print("stopping (10-30 s)", flush=True)
     finally:
         server.stop()
 
