@@ -8,6 +8,7 @@ identities so that signatures are checked: BuildHub's own key may do anything, a
 whatever the run ask for the ``s3_storage`` fixture.
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -89,6 +90,12 @@ def identities_config(public_bucket: str) -> dict:
     }
 
 
+def _stop_with_parent() -> None:
+    """A test run that is killed does not leave its server behind (Linux: PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
 @dataclass
 class SeaweedS3:
     directory: Path
@@ -147,7 +154,11 @@ class SeaweedS3:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = open(self.directory / "weed.log", "ab")  # noqa: SIM115 - the process keeps it
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
         )
         log.close()
         self.create_buckets(timeout)
