@@ -21,7 +21,7 @@ from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs
 from tests.conftest import make_account
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 
 CANARY = "canary-7f3e9a1c-worker-only"
 SHELL_KIND = "test.sandbox.shell"

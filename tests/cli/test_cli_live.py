@@ -22,7 +22,7 @@ from tests.conftest import make_account
 from tests.e2e.conftest import Stack  # daphne and the worker supervisor, as `make run`
 from tests.publishing.ota_helpers import copy_fixture, make_app
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 
 BUILD_WAIT = 600  # a cold npm on a busy machine; a limit on a hung test, not a timing
 

@@ -18,7 +18,7 @@ from tests.conftest import make_account
 from tests.e2e.conftest import log_in, screenshot, screenshot_both
 
 # Sequences restart with each test, so the content types the live server cached keep their ids.
-pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
+pytestmark = [pytest.mark.django_db(transaction=True, reset_sequences=True), pytest.mark.toolchain]
 
 
 def held_queued(account, count):

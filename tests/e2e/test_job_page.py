@@ -25,6 +25,7 @@ from tests.publishing.conftest import finished_ota_build
 pytestmark = [
     pytest.mark.django_db(transaction=True, reset_sequences=True),
     pytest.mark.parametrize("viewport", ["desktop"], indirect=True),
+    pytest.mark.toolchain,
 ]
 
 SOURCEMAP = '{"version": 3, "sources": ["App.js"], "mappings": ""}'

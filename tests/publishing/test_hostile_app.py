@@ -27,7 +27,7 @@ from publishing.secrets import set_secret
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile-app"
 ENV_CANARY = "env-canary-5b1d0c93"

@@ -27,7 +27,7 @@ from tests.builds.test_workers_live import Processes, wait_until
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 
 TOOLCHAIN_HERMESC = "node_modules/hermes-compiler/hermesc/linux64-bin/hermesc"
 
