@@ -78,22 +78,7 @@ def buildhub_check(
     offered_release_id: int | None,
 ) -> None:
     """A BuildHub update check: the device runs the bundle with ``current_sha256``."""
-    _record(
-        Checkin(
-            BUILDHUB,
-            app_id,
-            env,
-            platform,
-            device_id[:DEVICE_ID_LENGTH],
-            current_sha256,
-            offered_release_id,
-            "",
-            False,
-            "",
-            True,
-            time.time(),
-        )
-    )
+    _check(BUILDHUB, app_id, env, platform, device_id, current_sha256, offered_release_id)
 
 
 def expo_check(app_id: int, env: str, platform: str, headers, offered_release_id: int | None):
@@ -103,42 +88,30 @@ def expo_check(app_id: int, env: str, platform: str, headers, offered_release_id
     ``expo-fatal-error`` (held against the update it runs)."""
     current = (headers.get("expo-current-update-id") or "").strip().lower()
     embedded = (headers.get("expo-embedded-update-id") or "").strip().lower()
-    _record(
-        Checkin(
-            EXPO,
-            app_id,
-            env,
-            platform,
-            (headers.get("eas-client-id") or "").strip()[:DEVICE_ID_LENGTH],
-            "" if current == embedded else current[:64],
-            offered_release_id,
-            (headers.get("expo-recent-failed-update-ids") or "")[:4096],
-            bool(headers.get("expo-fatal-error")),
-            "",
-            True,
-            time.time(),
-        )
+    _check(
+        EXPO,
+        app_id,
+        env,
+        platform,
+        (headers.get("eas-client-id") or "").strip(),
+        "" if current == embedded else current[:64],
+        offered_release_id,
+        failed=(headers.get("expo-recent-failed-update-ids") or "")[:4096],
+        fatal_error=bool(headers.get("expo-fatal-error")),
     )
 
 
 def codepush_check(app_id: int, env: str, platform: str, query: dict, offered_release_id):
     """A CodePush update check (snake_case ``query``): the device runs ``label`` /
     ``package_hash`` (neither: the binary's own bundle)."""
-    _record(
-        Checkin(
-            CODEPUSH,
-            app_id,
-            env,
-            platform,
-            str(query.get("client_unique_id") or "")[:DEVICE_ID_LENGTH],
-            _codepush_name(query.get("label"), query.get("package_hash")),
-            offered_release_id,
-            "",
-            False,
-            "",
-            True,
-            time.time(),
-        )
+    _check(
+        CODEPUSH,
+        app_id,
+        env,
+        platform,
+        str(query.get("client_unique_id") or ""),
+        _codepush_name(query.get("label"), query.get("package_hash")),
+        offered_release_id,
     )
 
 
@@ -164,6 +137,18 @@ def codepush_report(app_id: int, env: str, platform: str, status: str, label: st
             time.time(),
         )
     )
+
+
+def _check(
+    protocol, app_id, env, platform, device_id, running, offered, *, failed="", fatal_error=False
+) -> None:
+    """An update check of any protocol, as the request path saw it."""
+    device_id = device_id[:DEVICE_ID_LENGTH]
+    checkin = Checkin(
+        protocol, app_id, env, platform, device_id, running, offered, failed, fatal_error, "", True,
+        time.time(),
+    )  # fmt: skip
+    _record(checkin)
 
 
 def _codepush_name(label, package_hash) -> str:
