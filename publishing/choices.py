@@ -25,6 +25,11 @@ class VersionStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+class SourceState(models.TextChoices):
+    PENDING = "pending", "Waiting for the archive"  # a direct upload not completed yet
+    READY = "ready", "Ready"
+
+
 class ArtifactKind(models.TextChoices):
     OTA_BUNDLE = "ota_bundle", "OTA bundle"
     SOURCEMAP = "sourcemap", "Sourcemap"

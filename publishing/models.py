@@ -14,6 +14,7 @@ from publishing.choices import (
     Environment,
     FailureAction,
     Platform,
+    SourceState,
     VersionStatus,
     Visibility,
 )
@@ -74,6 +75,7 @@ class SourceUpload(models.Model):
     filename = models.CharField(max_length=255, blank=True)
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField(max_length=64)
+    state = models.CharField(max_length=10, choices=SourceState.choices, default=SourceState.READY)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
 
