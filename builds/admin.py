@@ -28,7 +28,7 @@ from builds.models import (
     TimeoutAddOn,
     Worker,
 )
-from builds.services import current_usage, revoke_api_token
+from builds.services import create_api_token, current_usage, revoke_api_token
 
 
 class MembershipInline(admin.TabularInline):
@@ -131,14 +131,44 @@ class AccountAdmin(admin.ModelAdmin):
         )
 
 
+def add_service_errors(form, error: ServiceError, field_names: dict[str, str]) -> None:
+    """A service's refusal as form errors: on the fields it names (``field_names`` maps the
+    service's names to the form's), else on the whole form."""
+    fields = [field_names.get(name, name) for name in error.fields or {}]
+    fields = [name for name in fields if name in form.fields] or [None]
+    for name in fields:
+        form.add_error(name, error.message)
+
+
 class ApiTokenForm(forms.ModelForm):
+    """A new token, made by ``create_api_token`` once the fields are valid (its checks are
+    the form's); ``secret`` is the bearer value to show once."""
+
     scopes = forms.MultipleChoiceField(
         choices=TokenScope.choices, widget=forms.CheckboxSelectMultiple
     )
+    secret = ""
 
     class Meta:
         model = ApiToken
         fields = ["account", "name", "scopes", "expires_at"]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            issued = create_api_token(
+                data["account"],
+                name=data["name"],
+                scopes=data["scopes"],
+                expires_at=data.get("expires_at"),
+            )
+        except ServiceError as error:
+            add_service_errors(self, error, {})
+            return data
+        self.instance, self.secret = issued.token, issued.secret
+        return data
 
 
 @admin.register(ApiToken)
@@ -188,13 +218,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return ", ".join(token.scopes)
 
     def save_model(self, request, obj, form, change):
-        secret = None if change else obj.set_new_secret()
-        super().save_model(request, obj, form, change)
-        if secret:
-            messages.warning(
-                request,
-                f"Token secret for {obj.name!r}: {secret} — copy it now; it is not shown again.",
-            )
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        # Made by create_api_token when the form was cleaned.
+        messages.warning(
+            request,
+            f"Token secret for {obj.name!r}: {form.secret} — copy it now; it is not shown again.",
+        )
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
@@ -435,14 +466,52 @@ class WorkerAdmin(ReadOnlyAdmin):
     list_filter = ["state", "host"]
 
 
+class HeatUpForm(forms.ModelForm):
+    """A heat-up made by the engine's ``heat_up`` once the fields are valid (its checks are
+    the form's); ``by`` is the operator's name, set by the admin."""
+
+    minutes = forms.IntegerField(help_text="How long to keep the workers warm, in minutes.")
+    by = ""
+
+    class Meta:
+        model = HeatUp
+        fields = ["workers"]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            self.instance = worker_service.heat_up(
+                data["workers"], dt.timedelta(minutes=data["minutes"]), by=self.by
+            )
+        except ServiceError as error:
+            add_service_errors(self, error, {"duration": "minutes"})
+        return data
+
+
 @admin.register(HeatUp)
 class HeatUpAdmin(admin.ModelAdmin):
+    """Heat-ups are made by the engine's service (here or on the dashboard) and then only
+    read; cooling down ends them."""
+
     list_display = ["workers", "until", "created_at", "created_by", "cancelled_at"]
-    readonly_fields = ["created_at", "created_by", "cancelled_at"]
+    readonly_fields = ["workers", "until", "created_at", "created_by", "cancelled_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        return ["workers", "minutes"] if obj is None else self.readonly_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            return super().get_form(request, obj, change=change, **kwargs)
+        form = super().get_form(request, obj, change=change, form=HeatUpForm, **kwargs)
+        return type(form.__name__, (form,), {"by": request.user.get_username()})
 
     def save_model(self, request, obj, form, change):
-        obj.created_by = obj.created_by or request.user.get_username()
-        super().save_model(request, obj, form, change)
+        """Nothing to write: the service made the row when the form was cleaned."""
 
     def get_urls(self):
         wrap = self.admin_site.admin_view

@@ -1,9 +1,12 @@
+import datetime as dt
 import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.utils import timezone
 
-from builds.models import ApiToken, EnterpriseLimit
+from builds.engine.workers import heat_floor
+from builds.models import ApiToken, EnterpriseLimit, HeatUp
 from builds.services import authenticate_token, consume_monthly_build
 
 pytestmark = pytest.mark.django_db
@@ -103,6 +106,60 @@ def test_token_created_in_admin_shows_its_secret_once(admin_client, pro_account)
     change_page = admin_client.get(f"/admin/builds/apitoken/{token.pk}/change/").content.decode()
     assert secret not in change_page
     assert secret.split("_", 2)[2] not in str(list(ApiToken.objects.values()))
+
+
+def test_token_form_shows_the_services_refusal_and_makes_no_token(admin_client, pro_account):
+    response = admin_client.post(
+        "/admin/builds/apitoken/add/",
+        {
+            "account": pro_account.pk,
+            "name": "ci",
+            "scopes": ["builds:read"],
+            "expires_at_0": "2020-01-01",
+            "expires_at_1": "00:00:00",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "A token cannot expire in the past." in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("workers", "minutes", "message"),
+    [
+        ("0", "30", "Heat-up takes 1 to 50 workers."),
+        ("51", "30", "Heat-up takes 1 to 50 workers."),
+        ("2", "0", "Heat-up lasts from 1 minute to 24 hours."),
+        ("2", "1441", "Heat-up lasts from 1 minute to 24 hours."),
+    ],
+)
+def test_heat_up_form_shows_the_services_refusal(admin_client, workers, minutes, message):
+    response = admin_client.post(
+        "/admin/builds/heatup/add/", {"workers": workers, "minutes": minutes}
+    )
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not HeatUp.objects.exists()
+
+
+def test_heat_up_form_goes_through_the_service(admin_client, staff):
+    assert admin_client.get("/admin/builds/heatup/add/").status_code == 200
+    response = admin_client.post("/admin/builds/heatup/add/", {"workers": "3", "minutes": "90"})
+
+    assert response.status_code == 302
+    heat_up = HeatUp.objects.get()
+    assert (heat_up.workers, heat_up.created_by) == (3, staff.get_username())
+    left = heat_up.until - timezone.now()
+    assert dt.timedelta(minutes=89) < left <= dt.timedelta(minutes=90)
+    assert heat_floor() == 3
+    change = admin_client.post(
+        f"/admin/builds/heatup/{heat_up.pk}/change/", {"workers": "40"}, follow=True
+    )
+    assert change.status_code == 200
+    heat_up.refresh_from_db()
+    assert heat_up.workers == 3  # read-only once made: cooling down ends it
 
 
 def test_revoke_action(admin_client, pro_account, api_client_for):
