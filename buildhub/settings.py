@@ -204,6 +204,18 @@ JOBS_SUBMIT_RATE = env_str("JOBS_SUBMIT_RATE", "10/h")
 JOBS_READ_RATE = env_str("JOBS_READ_RATE", "120/5m")
 JOB_ETA_SAMPLE = env_int("JOB_ETA_SAMPLE", 20)  # recent succeeded jobs of a kind for the ETA
 JOB_LOGS_PAGE_LINES = env_int("JOB_LOGS_PAGE_LINES", 1000)  # log lines per logs request
+# Retention (builds.retention): finished jobs older than JOB_RETENTION_DAYS (0: kept forever)
+# are written with their logs to the private storage as gzipped JSON lines (unless
+# JOB_ARCHIVE is off), then deleted, JOB_RETENTION_BATCH jobs per transaction; the worker
+# supervisor sweeps every JOB_RETENTION_INTERVAL_SECONDS for at most
+# JOB_RETENTION_RUN_SECONDS (the rest waits for its next sweep). Device check-in rows and
+# hourly counters older than CHECKIN_RETENTION_DAYS go too (never inside the health window).
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 90)
+JOB_ARCHIVE = env_bool("JOB_ARCHIVE", True)
+JOB_RETENTION_BATCH = env_int("JOB_RETENTION_BATCH", 500)
+JOB_RETENTION_INTERVAL_SECONDS = env_int("JOB_RETENTION_INTERVAL_SECONDS", 600)
+JOB_RETENTION_RUN_SECONDS = env_int("JOB_RETENTION_RUN_SECONDS", 60)
+CHECKIN_RETENTION_DAYS = env_int("CHECKIN_RETENTION_DAYS", 30)
 
 # --- Storage ----------------------------------------------------------------------------
 STORAGE_ROOT = VAR_DIR / "storage"

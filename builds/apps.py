@@ -28,3 +28,13 @@ class BuildsConfig(AppConfig):
         from builds.metrics import QueueCollector
 
         register_collector(QueueCollector())
+        from django.conf import settings
+
+        from builds import retention
+
+        # manage.py sweep_history runs it with its own options, not as a retention task.
+        registry.register_periodic(
+            "sweep finished jobs",
+            retention.periodic_sweep,
+            interval_seconds=settings.JOB_RETENTION_INTERVAL_SECONDS,
+        )

@@ -18,11 +18,13 @@ class PeriodicTask:
     name: str
     run: Callable  # run() -> anything worth printing, or None
     interval_seconds: float
+    retention: bool = False  # also run by ``manage.py sweep_history``
 
 
 _kinds: dict[str, JobKind] = {}
 _submission_checks: list[Callable] = []
 _periodic: dict[str, PeriodicTask] = {}
+_job_keepers: list[Callable] = []
 
 
 def register_kind(
@@ -52,11 +54,25 @@ def submission_checks() -> list[Callable]:
     return list(_submission_checks)
 
 
-def register_periodic(name: str, run: Callable, *, interval_seconds: float) -> None:
+def register_periodic(
+    name: str, run: Callable, *, interval_seconds: float, retention: bool = False
+) -> None:
     """``run()`` is called by the worker supervisor every ``interval_seconds`` (and once when it
-    starts); it runs whether or not workers are up."""
-    _periodic[name] = PeriodicTask(name, run, interval_seconds)
+    starts); it runs whether or not workers are up. ``retention``: it deletes old history,
+    and the operators' ``sweep_history`` command runs it too."""
+    _periodic[name] = PeriodicTask(name, run, interval_seconds, retention)
 
 
-def periodic_tasks() -> list[PeriodicTask]:
-    return list(_periodic.values())
+def periodic_tasks(*, retention: bool | None = None) -> list[PeriodicTask]:
+    return [task for task in _periodic.values() if retention in (None, task.retention)]
+
+
+def register_job_keeper(keeper: Callable) -> None:
+    """``keeper(job_ids)`` returns those of ``job_ids`` that rows of its app still need: the
+    retention sweep (builds.retention) keeps them past JOB_RETENTION_DAYS."""
+    if keeper not in _job_keepers:
+        _job_keepers.append(keeper)
+
+
+def job_keepers() -> list[Callable]:
+    return list(_job_keepers)

@@ -10,7 +10,7 @@ class PublishingConfig(AppConfig):
     def ready(self):
         from builds import registry
         from builds.engine import events
-        from publishing import artifacts, caches, ota, releases, sources, store
+        from publishing import artifacts, caches, ota, releases, retention, sources, store
 
         registry.register_kind(
             releases.PUBLISH_KIND,
@@ -50,6 +50,13 @@ class PublishingConfig(AppConfig):
             sources.sweep_expired_sources,
             interval_seconds=settings.STORAGE_SWEEP_INTERVAL_SECONDS,
         )
+        registry.register_periodic(
+            "prune device check-ins",
+            retention.periodic_prune,
+            interval_seconds=settings.STORAGE_SWEEP_INTERVAL_SECONDS,
+            retention=True,
+        )
+        registry.register_job_keeper(retention.jobs_still_needed)
         for signal in (post_save, post_delete):
             signal.connect(
                 releases.forget_app_key, sender="publishing.App", dispatch_uid="forget-app-key"

@@ -111,6 +111,13 @@ class Job(models.Model):
             ),
             models.Index(fields=["account", "-created_at"], name="job_account_recent"),
             models.Index(fields=["kind", "status", "finished_at"], name="job_kind_finished"),
+            # The retention sweep's batches, oldest first (and the dashboard's last hours):
+            # written once per job, when it finishes.
+            models.Index(
+                fields=["finished_at", "id"],
+                name="job_finished",
+                condition=models.Q(finished_at__isnull=False),
+            ),
         ]
 
     def __str__(self):
