@@ -12,8 +12,8 @@ from django.utils.safestring import mark_safe
 from abuse import services
 from abuse.choices import FlagStatus, PatternKind
 from abuse.models import AbuseSignal, ConfirmedPattern, Flag, ReviewAction, Score
+from buildhub.admin import ReadOnlyAdminMixin
 from buildhub.errors import ServiceError
-from builds.admin import ReadOnlyAdmin
 from builds.models import Account, Job
 
 LINKED_SHOWN = 25
@@ -116,7 +116,7 @@ class QueueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Flag)
-class FlagAdmin(ReadOnlyAdmin):
+class FlagAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The review queue: open flags by score; each page shows the evidence and the actions."""
 
     list_display = ["account_name", "score", "priority", "status", "rules", "created_at"]
@@ -350,7 +350,7 @@ class FlagAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AbuseSignal)
-class AbuseSignalAdmin(ReadOnlyAdmin):
+class AbuseSignalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "kind", "account", "job", "ip", "app_name", "bundle_hash"]
     list_filter = ["kind"]
     list_select_related = ["account"]
@@ -359,14 +359,14 @@ class AbuseSignalAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Score)
-class ScoreAdmin(ReadOnlyAdmin):
+class ScoreAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["account", "score", "computed_at"]
     list_select_related = ["account"]
     search_fields = ["account__slug", "account__name"]
 
 
 @admin.register(ConfirmedPattern)
-class ConfirmedPatternAdmin(ReadOnlyAdmin):
+class ConfirmedPatternAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["kind", "value", "confirmed_by", "confirmed_at", "flag"]
     list_filter = ["kind"]
     list_select_related = ["confirmed_by", "flag"]
@@ -374,7 +374,7 @@ class ConfirmedPatternAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ReviewAction)
-class ReviewActionAdmin(ReadOnlyAdmin):
+class ReviewActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "action", "account", "actor_name", "reason", "score"]
     list_filter = ["action"]
     list_select_related = ["account"]

@@ -13,19 +13,7 @@ from buildevents.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-
-
-class ReadOnlyAdminMixin:
-    """Event and log tables are written by the product, never by hand."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from buildhub.admin import ReadOnlyAdminMixin
 
 
 class BuildRunEventInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -11,6 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from buildhub.admin import ReadOnlyAdminMixin
 from buildhub.errors import ServiceError
 from builds.choices import JobStatus, TokenScope
 from builds.engine import lifecycle
@@ -263,19 +264,6 @@ class BuildUsageAdmin(admin.ModelAdmin):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Rows the engine writes; people read them."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 JOB_SERVICES = {
     # verb in the URL: (service, button text, what it does, message when done)
     "cancel": (lifecycle.cancel_job, "Cancel", "cancel", "Cancelled"),
@@ -286,7 +274,9 @@ LOG_TAIL = 200
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Jobs are the record of what ran: cancel them, never delete; verbs call the engine."""
+
     list_display = [
         "id",
         "kind",
@@ -313,15 +303,6 @@ class JobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["cancel", "retry", "run_now"]
     change_form_template = "admin/builds/job/job_page.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # jobs are the record of what ran: cancel them, never delete
 
     @admin.display(description="Tier", ordering="account__tier")
     def tier(self, job):
@@ -453,7 +434,7 @@ def job_artifacts(job) -> list[dict]:
 
 
 @admin.register(JobLog)
-class JobLogAdmin(ReadOnlyAdmin):
+class JobLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["job", "seq", "ts", "level", "message"]
     list_filter = ["level"]
     search_fields = ["=job__id"]
@@ -461,7 +442,7 @@ class JobLogAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Worker)
-class WorkerAdmin(ReadOnlyAdmin):
+class WorkerAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "host", "pid", "processes", "state", "started_at", "last_seen"]
     list_filter = ["state", "host"]
 
