@@ -267,6 +267,8 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 SECRETS_ENCRYPTION_KEY = env_str("SECRETS_ENCRYPTION_KEY")  # Fernet key; default: from SECRET_KEY
 ARTIFACT_TTL_DAYS = env_int("ARTIFACT_TTL_DAYS", 30)
 SOURCE_TTL_DAYS = env_int("SOURCE_TTL_DAYS", 7)
+# How long the form of a direct upload to the bucket (S3 storage) can be used.
+SOURCE_DIRECT_UPLOAD_SECONDS = env_int("SOURCE_DIRECT_UPLOAD_SECONDS", 3600)
 # How often the supervisor deletes expired artifact files and source uploads.
 STORAGE_SWEEP_INTERVAL_SECONDS = env_int("STORAGE_SWEEP_INTERVAL_SECONDS", 3600)
 SIGNED_URL_SECONDS = env_int("SIGNED_URL_SECONDS", 3600)

@@ -25,6 +25,9 @@ def s3_storages(
     ``AWS_SECRET_ACCESS_KEY``, an instance role)."""
     common = {
         "endpoint_url": endpoint_url,
+        # An object read through storage.open() spools to disk past this: a 500 MB source
+        # never sits whole in a worker's or web process's memory (the default keeps it all).
+        "max_memory_size": 8 * 1024 * 1024,
         "region_name": region_name,
         # Signature V4 everywhere: AWS regions opened since 2014 accept nothing else.
         "signature_version": "s3v4",
@@ -48,6 +51,24 @@ def s3_storages(
             },
         },
     }
+
+
+def is_bucket(storage) -> bool:
+    return bool(getattr(storage, "bucket_name", None))
+
+
+def presigned_post(storage, name: str, *, size: int, expires_in: int) -> dict:
+    """A form (``url`` and ``fields``, the file goes last as ``file``) with which a client
+    sends exactly ``size`` bytes as ``name`` straight to ``storage``'s bucket, until it
+    expires; the bucket refuses any other size, name or a late or altered form."""
+    key = f"{storage.location.strip('/')}/{name}" if storage.location else name
+    form = storage.connection.meta.client.generate_presigned_post(
+        Bucket=storage.bucket_name,
+        Key=key,
+        Conditions=[["content-length-range", size, size]],
+        ExpiresIn=expires_in,
+    )
+    return {"url": form["url"], "method": "POST", "fields": form["fields"]}
 
 
 def check_reachable(storage) -> None:

@@ -130,28 +130,26 @@ class Client:
 
     def upload(self, path: str, filename: str, handle, size: int):
         """POST a file as the multipart field ``file``, streamed from ``handle``."""
-        boundary = f"buildhub-{uuid.uuid4().hex}"
-        head = (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        tail = f"\r\n--{boundary}--\r\n".encode()
+        headers, chunks = multipart_body({}, filename, handle, size)
+        return self.request("POST", path, data=chunks, headers=headers)
 
-        def chunks():
-            yield head
-            while chunk := handle.read(CHUNK):
-                yield chunk
-            yield tail
-
-        return self.request(
-            "POST",
-            path,
-            data=chunks(),
-            headers={
-                "Content-Type": f"multipart/form-data; boundary={boundary}",
-                "Content-Length": str(len(head) + size + len(tail)),
-            },
+    def send_form(self, form: dict, filename: str, handle, size: int) -> None:
+        """Send a file with a direct upload's form straight to the bucket it names (the
+        token is not sent there)."""
+        headers, chunks = multipart_body(form["fields"], filename, handle, size)
+        request = urllib.request.Request(
+            form["url"], data=chunks, method=form.get("method", "POST"), headers=headers
         )
+        try:
+            urllib.request.urlopen(request, timeout=TIMEOUT).close()  # noqa: S310 - http(s) form
+        except urllib.error.HTTPError as error:
+            detail = error.read()[:300].decode("utf-8", "replace")
+            raise CliError(
+                f"The storage refused the upload (HTTP {error.code}): {detail}"
+            ) from None
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise CliError(f"Could not upload to {form['url']}: {reason}") from None
 
     def download(self, path: str, target) -> None:
         """Follow the download redirect to the signed link (no token sent there)."""
@@ -173,3 +171,30 @@ class Client:
         with source:
             while chunk := source.read(CHUNK):
                 target.write(chunk)
+
+
+def multipart_body(fields: dict, filename: str, handle, size: int):
+    """Headers and a streamed multipart/form-data body: ``fields``, then ``handle``'s
+    ``size`` bytes as the file field ``file`` (last, as S3's form uploads require)."""
+    boundary = f"buildhub-{uuid.uuid4().hex}"
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    )
+    head_bytes, tail = head.encode(), f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks():
+        yield head_bytes
+        while chunk := handle.read(CHUNK):
+            yield chunk
+        yield tail
+
+    headers = {
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(len(head_bytes) + size + len(tail)),
+    }
+    return headers, chunks()

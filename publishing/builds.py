@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from buildhub.errors import ServiceError
 from builds.engine.submit import submit_job
+from publishing.choices import SourceState
 from publishing.models import App, SourceUpload
 
 BUILD_KINDS = {
@@ -32,6 +33,12 @@ def request_build(
         if upload is None:
             raise ServiceError(
                 "No such source upload for this app.", fields={"source": "unknown upload"}
+            )
+        if upload.state != SourceState.READY:
+            raise ServiceError(
+                "This source upload is not complete: send the archive with its form, then POST "
+                f"to /api/v1/apps/{app.slug}/sources/{upload.pk}/complete/.",
+                fields={"source": "upload not completed"},
             )
         if upload.expires_at <= timezone.now():
             raise ServiceError(

@@ -20,7 +20,7 @@ from django.core.files.storage import storages
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
-from buildhub.storage import storage_unavailable_as_503
+from buildhub.storage import is_bucket, presigned_post, storage_unavailable_as_503
 from builds.choices import JobStatus, Tier
 from builds.engine import sandbox
 from builds.engine.runner import JobFailed
@@ -29,6 +29,7 @@ from builds.tiers import MB
 from publishing import archives
 from publishing.archives import TAR_GZ, ZIP, ArchiveRefused, Caps, detect_format, unpack
 from publishing.artifacts import CHUNK
+from publishing.choices import SourceState
 from publishing.hosts import private_host
 from publishing.models import App, SourceUpload
 
@@ -60,14 +61,40 @@ def save_upload(account: Account, app: App, uploaded_file) -> SourceUpload:
         )
     check_upload_size(account, uploaded_file.size)
     uploaded_file.seek(0)
-    digest = hashlib.sha256()
-    for chunk in uploaded_file.chunks(CHUNK):
-        digest.update(chunk)
+    sha256, fmt = inspect_archive(uploaded_file)
+    upload_id = uuid.uuid4()
     uploaded_file.seek(0)
+    with storage_unavailable_as_503():
+        key = storages["private"].save(source_key(account, app, upload_id, fmt), uploaded_file)
+    return SourceUpload.objects.create(
+        id=upload_id,
+        account=account,
+        app=app,
+        storage_key=key,
+        filename=(uploaded_file.name or "")[:255],
+        size=uploaded_file.size,
+        sha256=sha256,
+        expires_at=timezone.now() + dt.timedelta(days=settings.SOURCE_TTL_DAYS),
+    )
+
+
+def source_key(account: Account, app: App, upload_id: uuid.UUID, fmt: str) -> str:
+    return f"sources/{account.slug}/{app.slug}/{upload_id}.{fmt}"
+
+
+def inspect_archive(archive, expected_format: str | None = None) -> tuple[str, str]:
+    """Read an archive once for its sha256, then walk every entry (writing nothing); return
+    ``(sha256, format)`` or raise the refusal a client sees."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: archive.read(CHUNK), b""):
+        digest.update(chunk)
+    archive.seek(0)
     try:
-        fmt = detect_format(uploaded_file.read(4))
-        uploaded_file.seek(0)
-        summary = unpack(uploaded_file, fmt, None)
+        fmt = detect_format(archive.read(4))
+        if expected_format and fmt != expected_format:
+            raise ArchiveRefused(f"the file is a {fmt} archive; its name says {expected_format}")
+        archive.seek(0)
+        summary = unpack(archive, fmt, None)
     except ArchiveRefused as refusal:
         raise ServiceError(
             str(refusal), code="invalid_archive", fields={"file": str(refusal)}
@@ -76,22 +103,95 @@ def save_upload(account: Account, app: App, uploaded_file) -> SourceUpload:
         raise ServiceError(
             "The archive is empty.", code="invalid_archive", fields={"file": "empty"}
         )
-    upload_id = uuid.uuid4()
-    uploaded_file.seek(0)
-    with storage_unavailable_as_503():
-        key = storages["private"].save(
-            f"sources/{account.slug}/{app.slug}/{upload_id}.{fmt}", uploaded_file
+    return digest.hexdigest(), fmt
+
+
+# --- direct uploads: the client sends the archive to the bucket, never through a web process
+def format_from_name(filename: str) -> str:
+    name = filename.lower()
+    if name.endswith(".zip"):
+        return ZIP
+    if name.endswith((".tar.gz", ".tgz")):
+        return TAR_GZ
+    raise ServiceError(
+        f"{filename!r} is not a .tar.gz, .tgz or .zip file name.",
+        code="invalid_archive",
+        fields={"filename": "must end in .tar.gz, .tgz or .zip"},
+    )
+
+
+def start_direct_upload(
+    account: Account, app: App, filename: str, size: int, sha256: str = ""
+) -> tuple[SourceUpload, dict]:
+    """Make a pending upload and the form that sends exactly ``size`` bytes of it straight to
+    the private bucket (S3 storage only); ``complete_direct_upload`` then checks it."""
+    storage = storages["private"]
+    if not is_bucket(storage):
+        raise ServiceError(
+            "This server keeps sources on its own disk: send the archive to "
+            f"/api/v1/apps/{app.slug}/sources/ as the multipart field 'file'.",
+            code="direct_upload_unavailable",
+            status=409,
         )
-    return SourceUpload.objects.create(
+    fmt = format_from_name(filename)
+    check_upload_size(account, size)
+    upload_id = uuid.uuid4()
+    name = source_key(account, app, upload_id, fmt)
+    seconds = settings.SOURCE_DIRECT_UPLOAD_SECONDS
+    with storage_unavailable_as_503():
+        form = presigned_post(storage, name, size=size, expires_in=seconds)
+    upload = SourceUpload.objects.create(
         id=upload_id,
         account=account,
         app=app,
-        storage_key=key,
-        filename=(uploaded_file.name or "")[:255],
-        size=uploaded_file.size,
-        sha256=digest.hexdigest(),
-        expires_at=timezone.now() + dt.timedelta(days=settings.SOURCE_TTL_DAYS),
+        storage_key=name,
+        filename=filename[:255],
+        size=size,
+        sha256=sha256.lower(),
+        state=SourceState.PENDING,
+        # a pending upload lives as long as its form; completing it gives it the usual TTL
+        expires_at=timezone.now() + dt.timedelta(seconds=seconds),
     )
+    return upload, form
+
+
+def complete_direct_upload(account: Account, app: App, upload_id) -> SourceUpload:
+    """Check what reached the bucket as ``save_upload`` checks a posted file; a refused
+    archive is deleted and the upload stays pending (its form can send another)."""
+    upload = SourceUpload.objects.filter(pk=upload_id, account=account, app=app).first()
+    if upload is None:
+        raise ServiceError("No such source upload.", code="not_found", status=404)
+    if upload.state == SourceState.READY:
+        return upload
+    if upload.expires_at <= timezone.now():
+        raise ServiceError(
+            "This upload's form has expired; start a new upload.", code="expired", status=410
+        )
+    storage = storages["private"]
+    with storage_unavailable_as_503():
+        if not storage.exists(upload.storage_key):
+            raise ServiceError(
+                "The archive has not reached storage: send it with the upload's form first.",
+                code="not_uploaded",
+                status=409,
+            )
+        try:
+            with storage.open(upload.storage_key, "rb") as stored:
+                sha256, _ = inspect_archive(stored, upload_format(upload))
+            if upload.sha256 and sha256 != upload.sha256:
+                raise ServiceError(
+                    f"The archive's sha256 is {sha256}, not the {upload.sha256} announced.",
+                    code="checksum_mismatch",
+                    fields={"sha256": "does not match the archive"},
+                )
+        except ServiceError:
+            storage.delete(upload.storage_key)
+            raise
+    upload.sha256 = sha256
+    upload.state = SourceState.READY
+    upload.expires_at = timezone.now() + dt.timedelta(days=settings.SOURCE_TTL_DAYS)
+    upload.save(update_fields=["sha256", "state", "expires_at"])
+    return upload
 
 
 def sweep_expired_sources(now=None) -> int:
@@ -245,6 +345,8 @@ def _materialize_upload(context, upload_id, dest: Path) -> Path:
     upload = SourceUpload.objects.filter(pk=upload_id, account_id=context.job.account_id).first()
     if upload is None:
         raise JobFailed(f"source upload {upload_id} does not exist for this account")
+    if upload.state != SourceState.READY:
+        raise JobFailed(f"source upload {upload_id} was never completed")
     if upload.expires_at <= timezone.now():
         raise JobFailed(
             f"source upload {upload_id} expired on {upload.expires_at:%Y-%m-%d}; upload it again"

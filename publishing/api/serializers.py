@@ -76,7 +76,16 @@ class SourceUploadSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SourceUpload
-        fields = ["id", "filename", "size", "sha256", "format", "created_at", "expires_at"]
+        fields = [
+            "id",
+            "filename",
+            "size",
+            "sha256",
+            "format",
+            "state",
+            "created_at",
+            "expires_at",
+        ]
         read_only_fields = fields
 
     def get_format(self, upload) -> str:
@@ -85,6 +94,36 @@ class SourceUploadSerializer(serializers.ModelSerializer):
 
 class SourceUploadRequestSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="A .tar.gz or .zip of the app's source.")
+
+
+class DirectUploadRequestSerializer(serializers.Serializer):
+    filename = serializers.CharField(max_length=255, help_text="ends in .tar.gz, .tgz or .zip")
+    size = serializers.IntegerField(min_value=1, help_text="the archive's exact size in bytes")
+    sha256 = serializers.RegexField(
+        r"^[0-9a-fA-F]{64}$", required=False, default="", help_text="checked on completion"
+    )
+
+
+class DirectUploadFormSerializer(serializers.Serializer):
+    url = serializers.URLField()
+    method = serializers.CharField()
+    fields = serializers.DictField(child=serializers.CharField())
+
+
+class DirectUploadSerializer(SourceUploadSerializer):
+    upload = serializers.SerializerMethodField()
+    complete_url = serializers.SerializerMethodField()
+
+    class Meta(SourceUploadSerializer.Meta):
+        fields = [*SourceUploadSerializer.Meta.fields, "upload", "complete_url"]
+        read_only_fields = fields
+
+    @extend_schema_field(DirectUploadFormSerializer)
+    def get_upload(self, upload) -> dict:
+        return self.context["form"]
+
+    def get_complete_url(self, upload) -> str:
+        return f"/api/v1/apps/{upload.app.slug}/sources/{upload.pk}/complete/"
 
 
 class ArtifactSerializer(serializers.ModelSerializer):

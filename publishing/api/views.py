@@ -42,6 +42,8 @@ from publishing.api.serializers import (
     CreateVersionSerializer,
     DeploymentSerializer,
     DeviceSerializer,
+    DirectUploadRequestSerializer,
+    DirectUploadSerializer,
     PublishSerializer,
     ReleaseHealthSerializer,
     ReleaseSerializer,
@@ -86,6 +88,8 @@ class AppViewSet(
         "rollback": PUBLISH,
         "release_health": READ,
         "sources": WRITE,
+        "direct_source": WRITE,
+        "complete_source": WRITE,
         "code_signing": READ,
         "set_code_signing": PUBLISH,
         "code_signing_certificate": READ,
@@ -173,6 +177,34 @@ class AppViewSet(
                 raise sources.upload_limit_error(app.account, int(declared))
         upload = sources.save_upload(app.account, app, request.FILES.get("file"))
         return Response(SourceUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=DirectUploadRequestSerializer, responses={201: DirectUploadSerializer})
+    @action(detail=True, methods=["post"], url_path="sources/direct")
+    def direct_source(self, request, slug=None):
+        """Start an upload that goes straight to the bucket (S3 storage): POST the answer's
+        ``upload.fields`` and then the archive as ``file`` to ``upload.url``, then POST to
+        ``complete_url``. The archive never passes through BuildHub's web processes."""
+        app = self.get_object()
+        body = DirectUploadRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        upload, form = sources.start_direct_upload(app.account, app, **body.validated_data)
+        return Response(
+            DirectUploadSerializer(upload, context={"form": form}).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(request=None, responses={200: SourceUploadSerializer})
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path=r"sources/(?P<upload_id>[0-9a-fA-F-]{36})/complete",
+    )
+    def complete_source(self, request, slug=None, upload_id=None):
+        """Check a direct upload's archive in the bucket (as a posted one is checked) and
+        make it usable by builds; repeating it answers the same."""
+        app = self.get_object()
+        upload = sources.complete_direct_upload(app.account, app, upload_id)
+        return Response(SourceUploadSerializer(upload).data)
 
     @extend_schema(responses=SigningKeySerializer)
     @action(detail=True, methods=["get"], url_path="code-signing")
