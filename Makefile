@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test test-s3 s3 lint venv toolchain clients sandbox observability migrate bench load chaos clean
+.PHONY: run test test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability pooler migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,20 @@ observability:
 		fi; }
 	@promtool --version 2>&1 | head -1
 
+# The engine and API tests also run behind PgBouncer in transaction mode (make test-pgbouncer):
+# Debian's package, installed here when it is missing (as root; otherwise say how).
+pooler:
+	@command -v pgbouncer >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing pgbouncer (the connection pooler the tests run behind)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends pgbouncer) >/dev/null; \
+		else \
+			echo "PgBouncer is required for the tests: sudo apt-get install pgbouncer"; \
+			exit 1; \
+		fi; }
+	@pgbouncer --version | head -1
+
 # The update clients' own libraries (tests/clients/package-lock.json), with which the tests
 # read BuildHub's answers as devices do; reinstalled only when the lock file changes.
 CLIENTS_STAMP := tests/clients/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("tests/clients/package-lock.json","rb").read()).hexdigest()[:12])')
@@ -85,6 +99,18 @@ S3_TESTS := tests/storage tests/publishing/test_publishing_api.py \
 	tests/publishing/test_ota.py::test_a_built_bundle_is_published_and_devices_get_it
 test-s3: venv toolchain sandbox
 	BUILDHUB_TEST_S3=1 $(PY) -m pytest $(S3_TESTS)
+
+# The engine, claim and API tests and a live test of four worker clusters behind PgBouncer in
+# transaction mode (a pgbouncer on a free loopback port in front of DATABASE_URL's server,
+# started and stopped here; DATABASE_POOLER=transaction, JOB_PREPARED_STATEMENTS=false). The
+# test database is made through the pooler and dropped on PostgreSQL, hence --reuse-db.
+POOLER_TESTS := tests/builds/test_pooler.py tests/builds/test_claim.py \
+	tests/builds/test_submit.py tests/builds/test_dispatch.py tests/builds/test_jobs_api.py \
+	tests/builds/test_limits.py tests/builds/test_fairness.py \
+	tests/builds/test_workers_live.py::test_four_workers_run_every_job_once_within_each_accounts_limit \
+	tests/publishing/test_builds_api.py tests/publishing/test_publishing_api.py
+test-pgbouncer: venv pooler
+	$(PY) -m tests.support.pgbouncer $(PY) -m pytest --reuse-db $(POOLER_TESTS)
 
 # A SeaweedFS S3 server in the foreground under var/s3/ (port S3_PORT, default 8333), with
 # the two buckets; prints the settings that put BuildHub on it. Ctrl-C stops it.

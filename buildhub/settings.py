@@ -128,6 +128,19 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# A pooler in transaction mode (PgBouncer's pool_mode=transaction) hands each transaction
+# to whichever server connection is free, so nothing may outlive a transaction on the
+# server: no holdable cursors (QuerySet.iterator() reads in chunks instead) and, unless
+# JOB_PREPARED_STATEMENTS says otherwise, no prepared statements. "session" or "" (none):
+# each client keeps its server connection, as without a pooler.
+DATABASE_POOLER = env_str("DATABASE_POOLER").lower()
+if DATABASE_POOLER not in {"", "session", "transaction"}:
+    raise ImproperlyConfigured(
+        f"DATABASE_POOLER must be transaction, session or empty, got {DATABASE_POOLER!r}"
+    )
+TRANSACTION_POOLER = DATABASE_POOLER == "transaction"
+if TRANSACTION_POOLER:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 # --- Redis: django-q2 broker, Channels layer, cache, rate limits ------------------------
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "run" / "redis.sock"
@@ -188,9 +201,9 @@ DIAGNOSTIC_MARKER_DIR = Path(env_str("DIAGNOSTIC_MARKER_DIR") or VAR_DIR / "diag
 # job per ticket.
 JOB_DRAIN_SECONDS = float(env_str("JOB_DRAIN_SECONDS", "30"))
 # PostgreSQL: the claim and the finish run as prepared statements on each connection (parsed
-# and planned once). Turn off behind a pooler that cannot keep them (PgBouncer in
-# transaction mode before 1.21, or without max_prepared_statements).
-JOB_PREPARED_STATEMENTS = env_bool("JOB_PREPARED_STATEMENTS", True)
+# and planned once). Off by default behind a transaction pooler: PgBouncer keeps them only
+# from 1.21 on, with max_prepared_statements set (then JOB_PREPARED_STATEMENTS=true).
+JOB_PREPARED_STATEMENTS = env_bool("JOB_PREPARED_STATEMENTS", not TRANSACTION_POOLER)
 
 RATELIMIT_USE_CACHE = "default"
 API_RATE_LIMIT = env_str("API_RATE_LIMIT", "600/m")

@@ -128,6 +128,37 @@ def test_s3_public_bucket_without_a_private_one_is_refused(tmp_path):
     assert "AWS_PRIVATE_STORAGE_BUCKET_NAME" in result.stderr
 
 
+POOLED_DATABASE = "postgres://buildhub@pgbouncer.internal:6432/buildhub"
+SHOW_POOLER_SETTINGS = (
+    "from django.conf import settings as s; "
+    "print(s.DATABASES['default'].get('DISABLE_SERVER_SIDE_CURSORS', False), "
+    "s.JOB_PREPARED_STATEMENTS)"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "False True"),
+        ({"DATABASE_POOLER": "session"}, "False True"),
+        # Behind PgBouncer in transaction mode: nothing may outlive a transaction.
+        ({"DATABASE_POOLER": "transaction"}, "True False"),
+        # PgBouncer 1.21+ with max_prepared_statements keeps them: the operator says so.
+        ({"DATABASE_POOLER": "transaction", "JOB_PREPARED_STATEMENTS": "true"}, "True True"),
+    ],
+)
+def test_a_transaction_pooler_turns_off_what_outlives_a_transaction(tmp_path, env, expected):
+    result = run_django(SHOW_POOLER_SETTINGS, {"DATABASE_URL": POOLED_DATABASE, **env}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_an_unknown_pooler_mode_is_refused(tmp_path):
+    result = run_django("pass", {"DATABASE_POOLER": "statement"}, tmp_path)
+    assert result.returncode != 0
+    assert "DATABASE_POOLER must be transaction, session or empty" in result.stderr
+
+
 @pytest.mark.parametrize("missing", ["SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"])
 def test_production_requires_real_configuration(tmp_path, missing):
     env = {**PRODUCTION_ENV, missing: ""}
