@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
+from buildhub.storage import storage_unavailable_as_503
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import Artifact
 
@@ -133,7 +134,15 @@ def artifact_for_token(artifact_id, token: str) -> Artifact:
 
 
 def open_artifact(artifact: Artifact):
-    return storage_for(artifact.visibility).open(artifact.storage_key, "rb")
+    """The artifact's file, opened now (on S3 that asks the bucket): storage that cannot be
+    reached answers 503, a file gone from it 410, never a 500."""
+    with storage_unavailable_as_503():
+        try:
+            return storage_for(artifact.visibility).open(artifact.storage_key, "rb")
+        except FileNotFoundError:
+            raise ServiceError(
+                "This artifact's file is no longer in storage.", code="gone", status=410
+            ) from None
 
 
 def sweep_expired_artifacts(now=None) -> int:

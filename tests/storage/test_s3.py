@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
+from buildhub.errors import ServiceError
 from builds.engine.runner import run_next_job
 from publishing import artifacts, releases, sources
 from publishing.models import Artifact, SourceUpload
@@ -174,3 +175,22 @@ def test_storage_that_cannot_be_used_is_reported_down_and_uploads_answer_503(
     assert "try again" in error["message"]
     assert response["Retry-After"] == "30"
     assert not SourceUpload.objects.exists()
+
+
+def test_reading_an_artifact_from_storage_that_cannot_be_used_is_a_503_and_a_lost_one_410(
+    s3_storage, settings, app, tmp_path
+):
+    _, bundle, _ = finished_ota_build(app, tmp_path=tmp_path)
+    with artifacts.open_artifact(bundle) as handle:
+        assert handle.read().endswith(b"bundle")
+
+    settings.STORAGES = {**settings.STORAGES, **s3_storage.storages(secret_key="not-the-secret")}
+    with pytest.raises(ServiceError) as unavailable:
+        artifacts.open_artifact(bundle)
+    assert (unavailable.value.status, unavailable.value.code) == (503, "storage_unavailable")
+
+    settings.STORAGES = {**settings.STORAGES, **s3_storage.storages()}
+    s3_storage.client().delete_object(Bucket=s3_storage.public_bucket, Key=bundle.storage_key)
+    with pytest.raises(ServiceError) as gone:
+        artifacts.open_artifact(bundle)
+    assert (gone.value.status, gone.value.code) == (410, "gone")

@@ -131,6 +131,10 @@ class SeaweedS3:
             "-s3",
             f"-s3.port={self.s3_port}",
             f"-s3.config={config}",
+            # The Iceberg and Lance catalogs listen on fixed ports (8181, 9101) by default:
+            # off, so that several servers (tests, benchmarks, make s3) run side by side.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ]
 
     def client(self, signed: bool = True, admin: bool = False):
