@@ -26,8 +26,8 @@ from abuse.scoring import Assessment, assess, normalise_app_name
 from buildhub import metrics
 from buildhub.errors import ServiceError
 from builds import registry
-from builds.engine.dispatch import issue_ticket
 from builds.engine.submit import BLOCKED_MESSAGE, AccountBlocked
+from builds.engine.tickets import issue_ticket
 from builds.models import Account, Job
 
 logger = logging.getLogger("buildhub.abuse")

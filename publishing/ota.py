@@ -27,7 +27,8 @@ from django.conf import settings
 
 from buildhub import metrics
 from builds.choices import Tier
-from builds.engine.runner import JobFailed, RetryableError, workspace_root
+from builds.engine.exceptions import JobFailed, RetryableError
+from builds.engine.workspaces import workspace_root
 from builds.limits import effective_limits
 from builds.tiers import MB
 from publishing import artifacts, caches, registries, runtime, sources

@@ -10,7 +10,7 @@ import hashlib
 import json
 
 from builds.engine import sandbox
-from builds.engine.runner import JobFailed
+from builds.engine.exceptions import JobFailed
 from publishing import artifacts, codepush_package
 from publishing.choices import ArtifactKind, Platform, Visibility
 from publishing.models import Artifact, Version

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 
-from builds.engine.runner import JobFailed
+from builds.engine.exceptions import JobFailed
 from publishing.hosts import private_host
 
 NPMRC = ".npmrc"

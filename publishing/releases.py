@@ -17,7 +17,7 @@ from django.utils import timezone
 from buildhub import metrics
 from buildhub.errors import ServiceError
 from builds.choices import JobStatus
-from builds.engine.runner import JobFailed
+from builds.engine.exceptions import JobFailed
 from builds.engine.submit import submit_job
 from builds.models import Job
 from publishing import edge, packages

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from builds.engine.runner import JobFailed
+from builds.engine.exceptions import JobFailed
 
 VALID = re.compile(r"^[\x21-\x7e]{1,64}$")
 

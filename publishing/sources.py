@@ -23,7 +23,7 @@ from buildhub.errors import ServiceError
 from buildhub.storage import is_bucket, presigned_post, storage_unavailable_as_503
 from builds.choices import JobStatus, Tier
 from builds.engine import sandbox
-from builds.engine.runner import JobFailed
+from builds.engine.exceptions import JobFailed
 from builds.models import Account, Job
 from builds.tiers import MB
 from publishing import archives

@@ -18,8 +18,8 @@ from pathlib import Path
 from django.conf import settings
 
 from builds.choices import LogLevel
+from builds.engine.exceptions import JobFailed
 from builds.engine.logs import redact
-from builds.engine.runner import JobFailed
 from publishing import artifacts
 from publishing.choices import ArtifactKind, BuildStage, Platform, Provider, Visibility
 from publishing.models import App

@@ -12,6 +12,7 @@ from django.db.models.functions import Now
 from builds import metrics
 from builds.choices import JobStatus, Tier, WorkerState
 from builds.engine import events
+from builds.engine.exceptions import WorkerDraining
 from builds.engine.rows import fetch_jobs
 from builds.fairness import CLASSES_BY_RANK, CYCLE, serve_order
 from builds.limits import concurrency_limit
@@ -19,10 +20,6 @@ from builds.models import Account, FairnessCursor, Job, Worker
 from builds.tiers import TIERS
 
 DRAINING_SQLSTATE = "BH001"  # raised by the claim function (migration 0007)
-
-
-class WorkerDraining(Exception):
-    """The claim refused a worker that is stopping while jobs wait: another must take them."""
 
 
 def _advance_cursor() -> int:

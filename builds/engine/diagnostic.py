@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from builds.engine.runner import JobFailed, RetryableError
+from builds.engine.exceptions import JobFailed, RetryableError
 
 CHILD = r"""
 import os, sys, time

@@ -18,6 +18,7 @@ from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus
 from builds.engine import events
 from builds.engine.logs import store_lines, stored_line_messages
 from builds.engine.rows import fetch_jobs
+from builds.engine.tickets import issue_ticket
 from builds.fairness import backoff_seconds
 from builds.models import Job
 
@@ -76,8 +77,6 @@ def _notify_on_commit(job: Job, outcome: str, account_slug: str, lines: list[dic
         elif outcome == "retrying":
             events.job_error.send(sender=Job, job=job, outcome=outcome)
         if job.status == JobStatus.QUEUED and job.not_before is None:
-            from builds.engine.dispatch import issue_ticket
-
             issue_ticket()  # a backoff's ticket comes from the reconciler when it is due
 
     transaction.on_commit(notify)

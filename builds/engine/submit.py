@@ -7,7 +7,7 @@ from django.db import IntegrityError, connection, transaction
 from buildhub.errors import ServiceError
 from builds import metrics, registry
 from builds.choices import Tier
-from builds.engine.dispatch import wake_workers
+from builds.engine.tickets import wake_workers
 from builds.limits import timeout_limit_minutes
 from builds.models import Account, Job
 from builds.services import consume_monthly_build

@@ -13,6 +13,7 @@ from builds import metrics
 from builds.choices import LIVE_WORKER_STATES, JobStatus, WorkerState
 from builds.engine import lifecycle
 from builds.engine.lifecycle import after
+from builds.engine.tickets import issue_ticket, tickets_ahead, tickets_waiting
 from builds.models import HeatUp, Job, Worker
 
 logger = logging.getLogger("buildhub.workers")
@@ -127,6 +128,30 @@ def reap_expired_leases() -> int:
             metrics.lease_reaped("failed" if job.status == JobStatus.FAILED else "retrying")
             reaped += 1
     return reaped
+
+
+def eligible_queued_count() -> int:
+    return (
+        Job.objects.filter(status=JobStatus.QUEUED, account__blocked=False)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=Now()))
+        .count()
+    )
+
+
+def reconcile_tickets(capacity: int | None = None) -> int:
+    """Make sure the jobs that could run now have tickets waiting: one per job, up to one per
+    worker process (``capacity``, by default the live workers' processes); returns tickets
+    sent. This is what lets a Redis outage delay jobs without losing any."""
+    if capacity is None:
+        capacity = max(worker_capacity(), tickets_ahead())
+    wanted = min(eligible_queued_count(), capacity)
+    try:
+        waiting = tickets_waiting()
+    except Exception:  # noqa: BLE001
+        logger.warning("broker unreachable; cannot reconcile tickets now")
+        return 0
+    missing = wanted - waiting
+    return issue_ticket(missing) if missing > 0 else 0
 
 
 def queue_is_active() -> bool:

@@ -26,8 +26,8 @@ from django_q.tasks import async_task
 from builds.choices import JobStatus
 from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
-from builds.engine.dispatch import issue_ticket, ticket_broker
 from builds.engine.submit import submit_job
+from builds.engine.tickets import issue_ticket, ticket_broker
 from builds.models import Job, Worker
 from builds.services import create_account
 from tests.bench.helpers import percentile, row, started, wait_until

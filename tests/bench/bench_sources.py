@@ -55,7 +55,7 @@ def best_rate(action, unpacked_bytes: int, repeats: int) -> float:
 
 
 def run(ctx) -> list[dict]:
-    from builds.engine.runner import workspace_root
+    from builds.engine.workspaces import workspace_root
     from publishing.sources import ArchiveRefused, Caps, unpack
     from tests.publishing.archives import tar_gz, zip_bytes
 

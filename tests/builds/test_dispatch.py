@@ -4,7 +4,7 @@ import pytest
 from django.conf import settings
 
 from builds.choices import WorkerState
-from builds.engine import dispatch
+from builds.engine import tickets, workers
 from builds.engine.submit import submit_job
 from builds.models import Worker
 from tests.builds.engine_helpers import queue_jobs
@@ -14,9 +14,9 @@ pytestmark = pytest.mark.django_db(transaction=True)  # tickets go out on commit
 
 @pytest.fixture
 def empty_broker():
-    dispatch.ticket_broker().purge_queue()
-    yield dispatch.ticket_broker()
-    dispatch.ticket_broker().purge_queue()
+    tickets.ticket_broker().purge_queue()
+    yield tickets.ticket_broker()
+    tickets.ticket_broker().purge_queue()
 
 
 def submit(account):
@@ -35,7 +35,7 @@ def test_each_submission_sends_a_ticket_until_one_waits_for_every_worker_process
     submit(pro_account)
 
     assert empty_broker.queue_size() == processes
-    assert dispatch.tickets_ahead() == processes
+    assert tickets.tickets_ahead() == processes
 
 
 def test_a_submission_with_the_broker_down_is_kept_for_the_reconciler(
@@ -44,8 +44,8 @@ def test_a_submission_with_the_broker_down_is_kept_for_the_reconciler(
     def down():
         raise ConnectionError("Redis is down")
 
-    monkeypatch.setattr(dispatch, "tickets_waiting", down)
-    monkeypatch.setattr(dispatch, "issue_ticket", lambda count=1: 0)
+    monkeypatch.setattr(tickets, "tickets_waiting", down)
+    monkeypatch.setattr(tickets, "issue_ticket", lambda count=1: 0)
 
     job = submit(pro_account)
 
@@ -58,9 +58,9 @@ def test_the_reconciler_tops_up_to_one_ticket_per_job_and_live_process(pro_accou
     queue_jobs(pro_account, 5)
     empty_broker.purge_queue()  # as if Redis had lost the tickets of their submissions
 
-    assert dispatch.reconcile_tickets() == 3  # the live worker's processes, not 5
+    assert workers.reconcile_tickets() == 3  # the live worker's processes, not 5
     assert empty_broker.queue_size() == 3
-    assert dispatch.reconcile_tickets() == 0  # enough wait already
+    assert workers.reconcile_tickets() == 0  # enough wait already
 
     empty_broker.purge_queue()
-    assert dispatch.reconcile_tickets(capacity=10) == 5  # one per eligible job at most
+    assert workers.reconcile_tickets(capacity=10) == 5  # one per eligible job at most

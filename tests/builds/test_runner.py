@@ -16,19 +16,17 @@ from buildhub.errors import ServiceError
 from builds import registry
 from builds.choices import JobStatus
 from builds.engine import events, lifecycle
-from builds.engine.claim import WorkerDraining, claim_next_job, take_next_job
-from builds.engine.dispatch import tickets_waiting
-from builds.engine.runner import (
+from builds.engine.claim import claim_next_job, take_next_job
+from builds.engine.exceptions import WorkerDraining
+from builds.engine.runner import current_worker_id, ensure_registered, execute_claimed, run_next_job
+from builds.engine.tickets import tickets_waiting
+from builds.engine.workers import reap_expired_leases
+from builds.engine.workspaces import (
     WORKSPACE_PREFIX,
-    current_worker_id,
-    ensure_registered,
-    execute_claimed,
     installation_key,
-    run_next_job,
     sweep_workspaces,
     workspace_root,
 )
-from builds.engine.workers import reap_expired_leases
 from builds.models import FairnessCursor, Job, JobLog, Worker
 from tests.builds.engine_helpers import queue_jobs, worker
 from tests.conftest import make_account

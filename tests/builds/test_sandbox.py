@@ -16,7 +16,8 @@ from django.core.management import CommandError, call_command
 from builds import registry
 from builds.choices import JobStatus
 from builds.engine import sandbox
-from builds.engine.runner import WORKSPACE_PREFIX, run_next_job, workspace_root
+from builds.engine.runner import run_next_job
+from builds.engine.workspaces import WORKSPACE_PREFIX, workspace_root
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs
 from tests.conftest import make_account

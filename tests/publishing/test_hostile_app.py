@@ -18,7 +18,8 @@ from django.conf import settings
 from django.core.files.storage import storages
 
 from builds.choices import JobStatus
-from builds.engine.runner import WORKSPACE_PREFIX, run_next_job, workspace_root
+from builds.engine.runner import run_next_job
+from builds.engine.workspaces import WORKSPACE_PREFIX, workspace_root
 from builds.models import Job
 from publishing import caches
 from publishing.choices import ArtifactKind

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from builds.choices import JobStatus
-from builds.engine.runner import JobFailed, run_next_job
+from builds.engine.exceptions import JobFailed
+from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import hosts, registries
 from publishing.secrets import set_secret

@@ -7,7 +7,8 @@ import pytest
 
 from buildhub.errors import ServiceError
 from builds.choices import JobStatus
-from builds.engine.runner import JobFailed, run_next_job
+from builds.engine.exceptions import JobFailed
+from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import releases, runtime
 from publishing.models import App

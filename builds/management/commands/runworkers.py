@@ -11,7 +11,7 @@ from buildhub import metrics
 from buildhub.env import env_int
 from buildhub.processes import StopFlag, terminate_all
 from builds import registry
-from builds.engine import dispatch, runner, sandbox, workers
+from builds.engine import sandbox, workers, workspaces
 
 logger = logging.getLogger("buildhub.supervisor")
 
@@ -89,11 +89,11 @@ class Supervisor:
         if now >= self.next_reap:
             self.next_reap = now + settings.REAPER_INTERVAL_SECONDS
             workers.reap_expired_leases()
-            runner.sweep_workspaces()
+            workspaces.sweep_workspaces()
             metrics.sweep_dead_processes()  # workers that died: their live gauges go
         if now >= self.next_reconcile:
             self.next_reconcile = now + settings.RECONCILE_INTERVAL_SECONDS
-            dispatch.reconcile_tickets()
+            workers.reconcile_tickets()
         self.run_periodic(now)
 
     def run_periodic(self, now: float) -> None:
@@ -158,7 +158,7 @@ class Command(BaseCommand):
             f"Supervisor: up to {supervisor.clusters} worker(s), scale to zero after "
             f"{idle_seconds:g}s idle."
         )
-        runner.sweep_workspaces()
+        workspaces.sweep_workspaces()
         metrics.sweep_dead_processes(wipe=True)
         while not stop.stopping:
             supervisor.tick()

@@ -5,23 +5,17 @@ nothing is eligible. So a ticket sent after a job is queued is needed only when 
 does not already hold one for every worker process: a ticket that waits there is taken after
 the job was committed, and its worker claims the job unless another did first. Beyond that,
 more tickets would only find the queue empty (and cost each worker a round of the broker and
-a query), so none is sent. The reconciler tops tickets up from the database, so a Redis
-outage delays jobs but loses none.
+a query), so none is sent. The reconciler (``workers.reconcile_tickets``) tops tickets up
+from the database, so a Redis outage delays jobs but loses none.
 """
 
 import logging
 import os
 
 from django.conf import settings
-from django.db.models import Q
-from django.db.models.functions import Now
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 from django_q.tasks import async_task
-
-from builds.choices import JobStatus
-from builds.engine.workers import worker_capacity
-from builds.models import Job
 
 logger = logging.getLogger("buildhub.jobs")
 
@@ -70,29 +64,5 @@ def wake_workers() -> bool:
     return issue_ticket() == 1
 
 
-def eligible_queued_count() -> int:
-    return (
-        Job.objects.filter(status=JobStatus.QUEUED, account__blocked=False)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=Now()))
-        .count()
-    )
-
-
 def tickets_waiting() -> int:
     return ticket_broker().queue_size()
-
-
-def reconcile_tickets(capacity: int | None = None) -> int:
-    """Make sure the jobs that could run now have tickets waiting: one per job, up to one per
-    worker process (``capacity``, by default the live workers' processes); returns tickets
-    sent."""
-    if capacity is None:
-        capacity = max(worker_capacity(), tickets_ahead())
-    wanted = min(eligible_queued_count(), capacity)
-    try:
-        waiting = tickets_waiting()
-    except Exception:  # noqa: BLE001
-        logger.warning("broker unreachable; cannot reconcile tickets now")
-        return 0
-    missing = wanted - waiting
-    return issue_ticket(missing) if missing > 0 else 0
