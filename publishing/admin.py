@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils.html import format_html_join
 
 from buildhub.admin import ReadOnlyAdminMixin
-from publishing import charts, codepush, health
+from publishing import charts, health, services
 from publishing.choices import Environment
 from publishing.models import (
     AccountSecret,
@@ -72,7 +72,7 @@ class DeploymentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.action(description="Rotate the keys (binaries with the old ones get no updates)")
     def rotate_keys(self, request, queryset):
         for deployment in queryset.select_related("app"):
-            codepush.rotate(deployment.app, deployment.env, deployment.platform)
+            services.rotate_deployment_key(deployment.app, deployment.env, deployment.platform)
         self.message_user(request, f"Rotated {queryset.count()} deployment key(s).")
 
 

@@ -16,13 +16,14 @@ from django.utils import timezone
 
 from buildhub import metrics
 from buildhub.errors import ServiceError
+from buildhub.storage import storage_unavailable_as_503
 from builds.choices import JobStatus
 from builds.engine.exceptions import JobFailed
 from builds.engine.submit import submit_job
 from builds.models import Job
 from publishing import edge, packages
 from publishing.artifacts import CHUNK, open_artifact
-from publishing.choices import ArtifactKind, Environment, VersionStatus
+from publishing.choices import ArtifactKind, Environment, FailureAction, VersionStatus
 from publishing.models import App, Artifact, Release, Version
 
 PUBLISH_KIND = "publish"
@@ -344,7 +345,12 @@ def on_publish_job_ended(sender, job, **kwargs):
 
 @transaction.atomic
 def rollback(app: App, env: str) -> Release:
-    """Go back to the release before the current one in ``env``."""
+    """Go back to the release before the current one in ``env``.
+
+    The rows change under their locks; ``release.json`` is written once that has committed,
+    so no storage round trip holds the locks. Should that write fail, the rollback is undone
+    and the caller told that storage is unavailable (503): nothing changed, try again.
+    """
     current, previous = (
         list(
             Release.objects.select_for_update().filter(
@@ -357,13 +363,35 @@ def rollback(app: App, env: str) -> Release:
         raise ServiceError(
             "There is no earlier release to roll back to.", code="conflict", status=409
         )
-    Release.objects.filter(pk=current.pk).update(rolled_back_at=timezone.now())
-    write_atomically(
-        previous.manifest_key, json.dumps(previous.manifest, indent=2, sort_keys=True).encode()
+    rolled_back_at = timezone.now()
+    Release.objects.filter(pk=current.pk).update(rolled_back_at=rolled_back_at)
+    body = json.dumps(previous.manifest, indent=2, sort_keys=True).encode()
+    # In this order: a failed write undoes the rollback before anyone counts or is told of it.
+    transaction.on_commit(
+        lambda: _write_rollback(app, env, previous.manifest_key, body, current, rolled_back_at)
     )
     transaction.on_commit(lambda: invalidate_update_cache(app, env))
     transaction.on_commit(metrics.ROLLBACKS.labels(env).inc)
     return previous
+
+
+def _write_rollback(app: App, env: str, key: str, body: bytes, current, rolled_back_at) -> None:
+    """After a rollback commits: the earlier release's release.json back in place, or, when
+    storage fails, ``current`` live again (with a release health action that rolled it back:
+    the next check-ins try again) and ServiceError 503."""
+    try:
+        with storage_unavailable_as_503():
+            write_atomically(key, body)
+    except ServiceError:
+        undone = Release.objects.filter(pk=current.pk, rolled_back_at=rolled_back_at).update(
+            rolled_back_at=None
+        )
+        if undone:
+            Release.objects.filter(pk=current.pk, health_action=FailureAction.ROLLBACK).update(
+                health_action="", health_action_at=None
+            )
+        invalidate_update_cache(app, env)
+        raise
 
 
 ROLL_BACK_TO_EMBEDDED = "rollBackToEmbedded"

@@ -31,6 +31,7 @@ from publishing import (
     expo,
     health,
     releases,
+    services,
     signing,
     sources,
 )
@@ -56,7 +57,7 @@ from publishing.api.serializers import (
     UpdateSerializer,
     VersionSerializer,
 )
-from publishing.builds import BUILD_KINDS, request_build
+from publishing.builds import BUILD_KINDS
 from publishing.choices import ArtifactKind, Environment, Visibility
 from publishing.models import App, AppSigningKey, Artifact, Device
 
@@ -128,7 +129,7 @@ class AppViewSet(
         app = self.get_object()
         body = CreateVersionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        version = releases.create_version(app, body.validated_data["build"])
+        version = services.create_version(app, body.validated_data["build"])
         return Response(
             VersionSerializer(version, context=self.get_serializer_context()).data,
             status=status.HTTP_201_CREATED,
@@ -145,10 +146,10 @@ class AppViewSet(
         body = PublishSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        job, created = releases.request_publish(
+        job, created = services.publish_version(
             version,
             data["target_environment"],
-            submitted_by=str(request.user),
+            by=str(request.user),
             staff=request.user.is_staff,
             idempotency_key=request.headers.get("Idempotency-Key", ""),
             mandatory=data["mandatory"],
@@ -175,7 +176,7 @@ class AppViewSet(
             limit = app.account.effective_limits().max_source_upload_bytes
             if int(declared) > limit + MULTIPART_OVERHEAD:
                 raise sources.upload_limit_error(app.account, int(declared))
-        upload = sources.save_upload(app.account, app, request.FILES.get("file"))
+        upload = services.upload_source(app, request.FILES.get("file"))
         return Response(SourceUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=DirectUploadRequestSerializer, responses={201: DirectUploadSerializer})
@@ -227,12 +228,12 @@ class AppViewSet(
         body = SigningKeyRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        if "private_key_pem" in data:
-            row = signing.upload_key(
-                app, data["private_key_pem"], data["certificate_pem"], data["key_id"]
-            )
-        else:
-            row = signing.generate_key(app, data["key_id"])
+        row = services.set_code_signing_key(
+            app,
+            key_id=data["key_id"],
+            private_key_pem=data.get("private_key_pem"),
+            certificate_pem=data.get("certificate_pem"),
+        )
         return Response(SigningKeySerializer(row).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses={(200, "application/x-pem-file"): OpenApiTypes.STR, 404: None})
@@ -262,7 +263,7 @@ class AppViewSet(
     )
     def rotate_deployment(self, request, slug=None, env=None, platform=None):
         """A new deployment key; binaries with the old one get no more updates."""
-        deployment = codepush.rotate(self.get_object(), env, platform)
+        deployment = services.rotate_deployment_key(self.get_object(), env, platform)
         return Response(DeploymentSerializer(deployment).data)
 
     @extend_schema(request=RollbackSerializer, responses=ReleaseSerializer)
@@ -272,10 +273,7 @@ class AppViewSet(
         binaries embed."""
         body = RollbackSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        if body.validated_data["to"] == "embedded":
-            release = releases.rollback_to_embedded(self.get_object(), env)
-        else:
-            release = releases.rollback(self.get_object(), env)
+        release = services.roll_back_release(self.get_object(), env, to=body.validated_data["to"])
         return Response(ReleaseSerializer(release).data)
 
     @extend_schema(responses=ReleaseHealthSerializer)
@@ -319,11 +317,11 @@ class BuildViewSet(
         """Queue a build: 201 with the job, 200 with the first job for a repeated key."""
         body = BuildRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        job, created = request_build(
+        job, created = services.request_build(
             request_account(request),
             body.validated_data,
             idempotency_key=request.headers.get("Idempotency-Key", ""),
-            submitted_by=str(request.user),
+            by=str(request.user),
             staff=request.user.is_staff,
             request_meta={"ip": client_ip(request)},
         )
