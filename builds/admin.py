@@ -425,6 +425,7 @@ def available_verbs(job, user) -> list[tuple[str, str, str]]:
 
 def job_artifacts(job) -> list[dict]:
     """The job's artifacts with a link an operator can open (signed, short-lived)."""
+    # Deferred: builds does not import publishing when it loads (publishing imports builds).
     from publishing.artifacts import signed_file_url
 
     rows = []

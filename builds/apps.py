@@ -6,6 +6,7 @@ class BuildsConfig(AppConfig):
     verbose_name = "Accounts and builds"
 
     def ready(self):
+        # Imported once the app registry is ready: these modules import models.
         from buildhub.metrics import register_collector
         from builds import registry
         from builds.api import schema  # noqa: F401 - registers the token auth in OpenAPI

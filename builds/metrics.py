@@ -16,6 +16,7 @@ from builds.choices import (
     PriorityClass,
     WorkerState,
 )
+from builds.models import Job, Worker
 from builds.tiers import TIERS
 
 TIER_OF_CLASS = {spec.priority_class.value: spec.tier.value for spec in TIERS.values()}
@@ -75,8 +76,8 @@ class QueueCollector:
     the database at each scrape (three grouped queries)."""
 
     def collect(self):
+        # Deferred: the engine imports this module (workers -> lifecycle -> metrics).
         from builds.engine.workers import heat_floor
-        from builds.models import Job, Worker
 
         now = timezone.now()
         depth = GaugeMetricFamily(

@@ -8,6 +8,7 @@ class PublishingConfig(AppConfig):
     verbose_name = "Publishing"
 
     def ready(self):
+        # Imported once the app registry is ready: these modules import models.
         from builds import registry
         from builds.engine import events
         from publishing import artifacts, caches, ota, releases, retention, sources, store

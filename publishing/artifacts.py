@@ -15,7 +15,7 @@ from django.utils import timezone
 from buildhub.errors import ServiceError
 from buildhub.storage import storage_unavailable_as_503
 from publishing.choices import ArtifactKind, Visibility
-from publishing.models import Artifact
+from publishing.models import Artifact, Release
 
 SIGNING_SALT = "buildhub.artifact-download"
 CHUNK = 1024 * 1024
@@ -147,8 +147,6 @@ def open_artifact(artifact: Artifact):
 
 def sweep_expired_artifacts(now=None) -> int:
     """Delete files of expired artifacts, except those a live release still serves."""
-    from publishing.models import Release
-
     now = now or timezone.now()
     live = Release.objects.filter(rolled_back_at__isnull=True).values("version__assets")
     expired = Artifact.objects.filter(deleted_at__isnull=True, expires_at__lte=now).exclude(

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Max, Q
 
-from publishing import expo
+from publishing import expo, health
 from publishing.choices import CheckinProtocol, DeviceOutcome
 from publishing.models import App, DeviceCheckin, Release, ReleaseCheckinCount, ReleaseDevice
 
@@ -242,8 +242,6 @@ def flush() -> int:
 
 # --- writing a batch -----------------------------------------------------------------------
 def _write(batch: list[Checkin]) -> None:
-    from publishing import health
-
     app_ids = {checkin.app_id for checkin in batch}
     apps = dict(
         App.objects.filter(pk__in=app_ids).order_by().values_list("pk", "failure_threshold_percent")

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Now
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from buildhub.errors import ServiceError
 from builds.choices import MembershipRole
@@ -237,8 +238,6 @@ def recipients(app_id: int) -> list[str]:
 def notify(app_id: int, message: str) -> None:
     """Mail the account about a halt or rollback, through the task queue (or at once when
     the broker is unreachable)."""
-    from django_q.tasks import async_task
-
     try:
         async_task(NOTICE_TASK, app_id, message)
     except Exception:  # noqa: BLE001 - broker down: mail from here rather than not at all

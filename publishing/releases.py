@@ -12,6 +12,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import transaction
 from django.db.models import Max
+from django.urls import reverse
 from django.utils import timezone
 
 from buildhub import metrics
@@ -22,7 +23,7 @@ from builds.engine.exceptions import JobFailed
 from builds.engine.submit import submit_job
 from builds.models import Job
 from publishing import edge, packages
-from publishing.artifacts import CHUNK, open_artifact
+from publishing.artifacts import CHUNK, open_artifact, signed_file_url
 from publishing.choices import ArtifactKind, Environment, FailureAction, VersionStatus
 from publishing.models import App, Artifact, Release, Version
 
@@ -173,8 +174,6 @@ def _hash_stored(artifact: Artifact) -> str:
 
 
 def build_manifest(version: Version, env: str, assets: list[Artifact], request_base="") -> dict:
-    from publishing.artifacts import signed_file_url
-
     published_at = timezone.now()
     bundles = {
         asset.platform: {
@@ -233,8 +232,6 @@ def validate_manifest(manifest: dict) -> None:
 
 
 def public_url(asset: Artifact) -> str:
-    from django.urls import reverse
-
     return reverse("bundle-download", kwargs={"artifact_id": asset.pk})
 
 

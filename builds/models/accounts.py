@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from builds import limits
 from builds.choices import ADDON_MINUTES, AddOnKind, MembershipRole, Tier, TokenScope
 from builds.tiers import MAX_BUNDLE_MB_OVERRIDE, MAX_CONCURRENT_OVERRIDE, TIERS
 
@@ -37,9 +38,7 @@ class Account(models.Model):
         return TIERS[self.tier]
 
     def effective_limits(self, now=None):
-        from builds.limits import effective_limits
-
-        return effective_limits(self, now=now)
+        return limits.effective_limits(self, now=now)
 
 
 class Membership(models.Model):

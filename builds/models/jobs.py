@@ -4,7 +4,7 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from builds.choices import JobStatus, LogLevel, PriorityClass, WorkerState
+from builds.choices import TERMINAL_STATES, JobStatus, LogLevel, PriorityClass, WorkerState
 from builds.models.accounts import Account
 
 
@@ -125,8 +125,6 @@ class Job(models.Model):
 
     @property
     def is_terminal(self) -> bool:
-        from builds.choices import TERMINAL_STATES
-
         return self.status in TERMINAL_STATES
 
 
