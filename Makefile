@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability pooler migrate bench load chaos clean
+.PHONY: run test test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -84,11 +84,25 @@ $(CLIENTS_STAMP): tests/clients/package-lock.json
 run: venv toolchain sandbox
 	$(PY) manage.py runlocal
 
+# Debian's Chromium for the browser tests (tests/e2e), installed here when it is missing (as
+# root; otherwise say how). Playwright drives it and never downloads a browser of its own.
+browser:
+	@test -x /usr/bin/chromium || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "Installing chromium (the browser tests' browser)"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq chromium) >/dev/null; \
+		else \
+			echo "Chromium is required for the browser tests: sudo apt-get install chromium"; \
+			exit 1; \
+		fi; }
+	@/usr/bin/chromium --version
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint toolchain clients sandbox observability
+test: lint toolchain clients sandbox observability browser
 	$(PY) -m pytest
 
 # The storage tests and the publishing tests that store files, all on a real S3 server

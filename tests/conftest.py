@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from buildhub.embedded_redis import EmbeddedRedis
 from builds.choices import Tier, TokenScope
 from builds.services import create_account, create_api_token
+from tests.support.live import worker_processes  # noqa: F401 - a fixture
 from tests.support.s3 import s3_server, s3_storage, s3_storage_for_run  # noqa: F401 - fixtures
 
 

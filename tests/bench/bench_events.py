@@ -24,17 +24,12 @@ from django.conf import settings
 from buildevents.models import BuildRunEvent
 from builds.choices import TokenScope
 from builds.services import create_account, create_api_token
+from tests.support.net import free_port
 
 TARGET_EVENTS_PER_SECOND = 2000
 RUNS_PER_BATCH = 10
 CLIENTS = 2
 PATH = "/api/v1/internal/build-events/"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_events(run_id: str) -> list[dict]:

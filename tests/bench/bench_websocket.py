@@ -23,7 +23,8 @@ from builds.engine.claim import claim_next_job
 from builds.engine.submit import submit_job
 from builds.models import Worker
 from builds.services import create_account, create_api_token
-from tests.bench.helpers import free_port, percentile, row, started, wait_until
+from tests.bench.helpers import percentile, row, started, wait_until
+from tests.support.net import free_port
 
 TARGET_P95_MS = 50
 

@@ -16,12 +16,6 @@ from buildhub.processes import terminate_all
 LOG_DIR = Path("var/bench")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def listening_socket() -> socket.socket:
     """A loopback socket on a free port that child processes can inherit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -55,7 +49,7 @@ WEB_ENV = {"DEVICE_RATE_PER_IP": "1000000000/m"}
 
 
 @contextlib.contextmanager
-def started_web(ctx, name: str, processes: int):
+def started_web(ctx, name: str, processes: int, env: dict | None = None):
     """``processes`` daphne processes serving one loopback port for the duration of the
     block; yields the port and the processes. Output goes to ``var/bench/<name>.log``."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -67,7 +61,7 @@ def started_web(ctx, name: str, processes: int):
                 daphne_on_socket(fd),
                 pass_fds=(fd,),
                 cwd=settings.BASE_DIR,
-                env={**os.environ, **WEB_ENV},
+                env={**os.environ, **WEB_ENV, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -15,6 +15,7 @@ import buildevents.emitter
 from buildevents.models import BuildRun, BuildRunEvent
 from builds.choices import TokenScope
 from builds.services import create_account, create_api_token
+from tests.support.net import free_port
 
 EMITTER = Path(buildevents.emitter.__file__)
 WARNING = "buildhub-emit: warning:"
@@ -73,10 +74,7 @@ def build_token(transactional_db, clear_cache):
 @pytest.fixture
 def dead_url():
     """A loopback port nobody listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

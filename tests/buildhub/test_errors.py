@@ -4,7 +4,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.builds.test_api_auth import assert_error
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db
 

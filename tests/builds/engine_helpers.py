@@ -30,3 +30,9 @@ def worker(worker_id="test-worker", processes=1):
 
 def running(account):
     return Job.objects.filter(account=account, status=JobStatus.RUNNING).count()
+
+
+def sleep_job(account, marker: str, seconds=0.6, steps=3, **options):
+    """A diagnostic job whose child tool sleeps in ``steps`` and writes ``marker``."""
+    params = {"seconds": seconds, "steps": steps, "marker": marker}
+    return submit_job(account, "diagnostic.sleep", params, staff=True, **options)[0]

@@ -6,20 +6,11 @@ from rest_framework.test import APIClient
 
 from builds.models import ApiToken, hash_token_secret
 from builds.services import authenticate_token, create_api_token, revoke_api_token
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db
 
 ACCOUNTS_URL = "/api/v1/accounts/"
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.content
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
-    return body["error"]
 
 
 def test_secret_is_prefixed_random_and_only_its_hash_is_stored(pro_account):

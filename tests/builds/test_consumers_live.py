@@ -5,8 +5,8 @@ from asgiref.sync import sync_to_async
 
 from builds.choices import TERMINAL_STATES, JobStatus
 from builds.consumers import Close
+from tests.builds.engine_helpers import sleep_job
 from tests.builds.test_consumers import a_token, close_code, open_socket
-from tests.builds.test_workers_live import processes, sleep_job  # noqa: F401 - a fixture
 from tests.conftest import make_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -14,14 +14,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STARTUP = 90  # a cold worker on a busy machine; a wait, not an assertion of speed
 
 
-async def test_a_client_follows_a_job_run_by_a_worker_process(processes):  # noqa: F811
+async def test_a_client_follows_a_job_run_by_a_worker_process(worker_processes):
     account = await sync_to_async(make_account)("enterprise", "Live Watch Co")
     job = await sync_to_async(sleep_job)(account, "watched.marker", seconds=1.2, steps=4)
     token = await a_token(account)
     socket = await open_socket(job.pk, token=token)
     snapshot = await socket.receive_json_from(timeout=STARTUP)
 
-    processes.start("runcluster", BUILDHUB_WORKERS="1")
+    worker_processes.start("runcluster", BUILDHUB_WORKERS="1")
     received = []
     while not received or received[-1].get("status") not in TERMINAL_STATES:
         received.append(await socket.receive_json_from(timeout=STARTUP))

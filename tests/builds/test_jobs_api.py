@@ -9,9 +9,9 @@ from builds.choices import JobStatus, LogLevel
 from builds.engine.claim import claim_next_job
 from builds.engine.logs import REDACTED, append_logs
 from builds.models import BuildUsage, Job
-from tests.buildhub.test_errors import assert_error
 from tests.builds.engine_helpers import BUILD_KIND, queue_jobs, worker
 from tests.conftest import make_account
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -7,110 +7,20 @@ none ran twice at the same time, no account exceeded its concurrency limit.
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
-from django_q.brokers import get_broker
 
 from buildhub.embedded_redis import EmbeddedRedis
 from builds.choices import JobStatus, WorkerState
-from builds.engine.submit import submit_job
 from builds.models import Job, Worker
+from tests.builds.engine_helpers import sleep_job
 from tests.conftest import make_account
+from tests.support.live import all_ended, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-FAST_ENGINE = {
-    "JOB_LEASE_SECONDS": "5",
-    "JOB_HEARTBEAT_SECONDS": "1",
-    "JOB_POLL_SECONDS": "0.2",
-    "JOB_RETRY_BASE_SECONDS": "1",
-    "JOB_KILL_GRACE_SECONDS": "2",
-    "REAPER_INTERVAL_SECONDS": "1",
-    "RECONCILE_INTERVAL_SECONDS": "1",
-    "WORKER_DRAIN_GRACE_SECONDS": "3",
-    "DJANGO_Q_LOG_LEVEL": "WARNING",
-}
-
-
-def database_env() -> dict:
-    """Point a subprocess at the database this test uses (the test database)."""
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return {"BUILDHUB_SQLITE_PATH": str(db["NAME"])}
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return {"DATABASE_URL": f"postgres://{auth}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}"}
-
-
-class Processes:
-    def __init__(self, marker_dir: Path, extra_env: dict):
-        self.marker_dir = marker_dir
-        self.env = {
-            **os.environ,
-            **FAST_ENGINE,
-            **database_env(),
-            **extra_env,
-            "DIAGNOSTIC_MARKER_DIR": str(marker_dir),
-        }
-        self.started: list[subprocess.Popen] = []
-
-    def start(self, *args, **env) -> subprocess.Popen:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
-            cwd=settings.BASE_DIR,
-            env={**self.env, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.started.append(process)
-        return process
-
-    def stop_all(self):
-        for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.started:
-            try:
-                process.wait(40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-@pytest.fixture
-def processes(tmp_path):
-    get_broker().purge_queue()  # tickets left by earlier tests name no job of this database
-    running = Processes(tmp_path, {})
-    yield running
-    running.stop_all()
-
-
-def sleep_job(account, marker: str, seconds=0.6, steps=3, **options):
-    params = {"seconds": seconds, "steps": steps, "marker": marker}
-    return submit_job(account, "diagnostic.sleep", params, staff=True, **options)[0]
-
-
-def wait_until(predicate, seconds=90, message="condition"):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def all_ended(jobs):
-    ended = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
-    return lambda: all(
-        s in ended
-        for s in Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", flat=True)
-    )
 
 
 def read_markers(marker_dir: Path) -> dict[str, list[dict]]:
@@ -138,7 +48,7 @@ def max_overlap(intervals) -> int:
     return peak
 
 
-def test_four_workers_run_every_job_once_within_each_accounts_limit(processes, tmp_path):
+def test_four_workers_run_every_job_once_within_each_accounts_limit(worker_processes, tmp_path):
     pro, starter, enterprise = (
         make_account(t, f"{t} live") for t in ("pro", "starter", "enterprise")
     )
@@ -146,7 +56,7 @@ def test_four_workers_run_every_job_once_within_each_accounts_limit(processes, t
     jobs += [sleep_job(starter, f"starter-{n}.marker") for n in range(4)]
     jobs += [sleep_job(enterprise, f"ent-{n}.marker") for n in range(6)]
 
-    processes.start("runworkers", "--clusters", "4", BUILDHUB_WORKERS="1")
+    worker_processes.start("runworkers", "--clusters", "4", BUILDHUB_WORKERS="1")
     wait_until(all_ended(jobs), message="all jobs to end")
 
     assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
@@ -164,10 +74,10 @@ def test_four_workers_run_every_job_once_within_each_accounts_limit(processes, t
     assert max_overlap(intervals[enterprise.slug]) <= 5
 
 
-def test_kill_9_of_a_busy_worker_moves_its_job_to_another(processes, tmp_path):
+def test_kill_9_of_a_busy_worker_moves_its_job_to_another(worker_processes, tmp_path):
     account = make_account("enterprise", "Kill Co")
     job = sleep_job(account, "victim.marker", seconds=3, steps=6)
-    processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
+    worker_processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
 
     # the marker file exists a moment before its first line does
     wait_until(lambda: read_markers(tmp_path).get(str(job.pk)), message="the job to start")
@@ -187,11 +97,11 @@ def test_kill_9_of_a_busy_worker_moves_its_job_to_another(processes, tmp_path):
     assert "end" in runs[1]  # ...and the job ran again, once, to the end
 
 
-def test_sigterm_lets_short_jobs_finish_and_releases_long_ones(processes, tmp_path):
+def test_sigterm_lets_short_jobs_finish_and_releases_long_ones(worker_processes, tmp_path):
     account = make_account("enterprise", "Drain Co")
     short = sleep_job(account, "short.marker", seconds=1, steps=2)
     long = sleep_job(account, "long.marker", seconds=60, steps=60)
-    worker_process = processes.start("runcluster", BUILDHUB_WORKERS="2")
+    worker_process = worker_processes.start("runcluster", BUILDHUB_WORKERS="2")
     wait_until(
         lambda: (tmp_path / "short.marker").exists() and (tmp_path / "long.marker").exists(),
         message="both jobs to start",
@@ -211,14 +121,14 @@ def test_sigterm_lets_short_jobs_finish_and_releases_long_ones(processes, tmp_pa
     assert Worker.objects.get(pid=worker_process.pid).state == WorkerState.STOPPED
 
 
-def test_redis_outage_loses_no_job(processes, tmp_path):
+def test_redis_outage_loses_no_job(worker_processes, tmp_path):
     private = EmbeddedRedis(tmp_path / "redis" / "redis.sock")
     private.start()
     try:
-        processes.env["REDIS_URL"] = private.url
+        worker_processes.env["REDIS_URL"] = private.url
         account = make_account("enterprise", "Outage Co")
         jobs = [sleep_job(account, f"before-{n}.marker", seconds=0.5) for n in range(5)]
-        processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
+        worker_processes.start("runworkers", "--clusters", "2", BUILDHUB_WORKERS="1")
         wait_until(lambda: any(tmp_path.glob("before-*.marker")), message="work to start")
 
         private.stop()
@@ -233,7 +143,7 @@ def test_redis_outage_loses_no_job(processes, tmp_path):
         assert sorted(runs) == sorted(str(job.pk) for job in jobs)
         assert all(len([r for r in job_runs if "end" in r]) == 1 for job_runs in runs.values())
     finally:
-        processes.stop_all()
+        worker_processes.stop_all()
         private.stop()
 
 
@@ -243,12 +153,14 @@ def live_worker_count():
     ).count()
 
 
-def test_supervisor_scales_to_zero_wakes_for_work_and_honours_heat_up(processes, tmp_path):
+def test_supervisor_scales_to_zero_wakes_for_work_and_honours_heat_up(worker_processes, tmp_path):
     from datetime import timedelta
 
     from builds.engine import workers
 
-    processes.start("runworkers", "--clusters", "1", "--idle-seconds", "2", BUILDHUB_WORKERS="1")
+    worker_processes.start(
+        "runworkers", "--clusters", "1", "--idle-seconds", "2", BUILDHUB_WORKERS="1"
+    )
     job = sleep_job(make_account("pro", "Wake Co"), "wake.marker", seconds=0.2, steps=1)
     wait_until(all_ended([job]), seconds=60, message="a worker to start for the queued job")
     job.refresh_from_db()

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from buildhub.embedded_redis import EmbeddedRedis
-from tests.test_runlocal import free_port
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

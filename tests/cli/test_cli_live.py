@@ -12,15 +12,14 @@ import sys
 
 import pytest
 from django.conf import settings
-from django_q.brokers import get_broker
 
 from builds.choices import JobStatus
 from builds.models import Job
 from builds.services import create_api_token
 from publishing.models import Release
 from tests.conftest import make_account
-from tests.e2e.conftest import Stack  # daphne and the worker supervisor, as `make run`
 from tests.publishing.ota_helpers import copy_fixture, make_app
+from tests.support.live import running_stack
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 
@@ -28,25 +27,20 @@ BUILD_WAIT = 600  # a cold npm on a busy machine; a limit on a hung test, not a 
 
 
 @pytest.fixture
-def stack(tmp_path):
-    get_broker().purge_queue()  # tickets left by earlier tests name no job of this database
-    running = Stack(tmp_path)
+def live_stack(tmp_path):
     # Account ids come back after a rolled-back test run (SQLite): budgets of their own.
-    running.env.update(JOBS_SUBMIT_RATE="1000/h", JOBS_READ_RATE="10000/5m")
-    try:
-        yield running.up()
-    finally:
-        running.down()
+    with running_stack(tmp_path, JOBS_SUBMIT_RATE="1000/h", JOBS_READ_RATE="10000/5m") as stack:
+        yield stack
 
 
-def buildhub(stack, token, *args, **env):
+def buildhub(live_stack, token, *args, **env):
     """Run the command as a CI step would; the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "buildhub_cli", *args],
         cwd=settings.BASE_DIR,
         env={
             "PATH": os.environ["PATH"],
-            "BUILDHUB_URL": stack.url,
+            "BUILDHUB_URL": live_stack.url,
             "BUILDHUB_TOKEN": token,
             **env,
         },
@@ -56,7 +50,7 @@ def buildhub(stack, token, *args, **env):
     )
 
 
-def test_build_wait_follows_a_real_build_to_its_artifacts(stack, tmp_path):
+def test_build_wait_follows_a_real_build_to_its_artifacts(live_stack, tmp_path):
     account = make_account("pro", "CLI Co")
     make_app(account)
     token = create_api_token(account, name="ci", scopes=["builds:read", "builds:write"]).secret
@@ -67,7 +61,7 @@ def test_build_wait_follows_a_real_build_to_its_artifacts(stack, tmp_path):
     github = {"GITHUB_RUN_ID": "77", "GITHUB_RUN_ATTEMPT": "1", "GITHUB_JOB": "build"}
     args = ["build", "--app", "shop", "--target", "ota", "--platform", "android"]
 
-    done = buildhub(stack, token, *args, "--source", str(source), "--wait", **github)
+    done = buildhub(live_stack, token, *args, "--source", str(source), "--wait", **github)
 
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -82,13 +76,13 @@ def test_build_wait_follows_a_real_build_to_its_artifacts(stack, tmp_path):
     assert "Traceback" not in done.stderr
 
     # The same CI step again: the first job, nothing queued.
-    again = buildhub(stack, token, *args, "--source", str(source), "--json", **github)
+    again = buildhub(live_stack, token, *args, "--source", str(source), "--json", **github)
     assert again.returncode == 0, again.stderr
     assert f'"id": "{job.pk}"' in again.stdout
     assert Job.objects.filter(account=account).count() == 1
 
     downloads = tmp_path / "artifacts"
-    fetched = buildhub(stack, token, "artifacts", str(job.pk), "--download", str(downloads))
+    fetched = buildhub(live_stack, token, "artifacts", str(job.pk), "--download", str(downloads))
     assert fetched.returncode == 0, fetched.stderr
     bundles = list(downloads.glob("ota_bundle-android-*.hbc"))
     assert len(bundles) == 1
@@ -101,28 +95,30 @@ def live_release(app):
     return live.order_by("-published_at").first()
 
 
-def test_from_a_build_to_a_release_and_back_with_the_command(stack, tmp_path):
+def test_from_a_build_to_a_release_and_back_with_the_command(live_stack, tmp_path):
     account = make_account("pro", "CLI Release Co")
     app = make_app(account)
     scopes = ["builds:read", "builds:write", "publish"]
     token = create_api_token(account, name="ci", scopes=scopes).secret
     source = copy_fixture(tmp_path)
     built = buildhub(
-        stack, token, "build", "--app", "shop", "--target", "ota", "--platform", "android",
+        live_stack, token, "build", "--app", "shop", "--target", "ota", "--platform", "android",
         "--source", str(source), "--wait",
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr
     build = Job.objects.get(account=account)
 
-    versions = [buildhub(stack, token, "version", "--app", "shop", "--build", str(build.pk))]
-    versions.append(buildhub(stack, token, "version", "--app", "shop", "--build", str(build.pk)))
+    versions = [buildhub(live_stack, token, "version", "--app", "shop", "--build", str(build.pk))]
+    versions.append(
+        buildhub(live_stack, token, "version", "--app", "shop", "--build", str(build.pk))
+    )
     assert [done.stdout for done in versions] == [
         f"Version 1 of shop from build {build.pk}.\n",
         f"Version 2 of shop from build {build.pk}.\n",
     ]
-    first = buildhub(stack, token, "publish", "--app", "shop", "--version", "1",
+    first = buildhub(live_stack, token, "publish", "--app", "shop", "--version", "1",
                      "--env", "production", "--wait")  # fmt: skip
-    second = buildhub(stack, token, "publish", "--app", "shop", "--version", "2",
+    second = buildhub(live_stack, token, "publish", "--app", "shop", "--version", "2",
                       "--env", "production", "--rollout", "50", "--wait")  # fmt: skip
     assert (first.returncode, second.returncode) == (0, 0), first.stdout + second.stdout
     live = live_release(app)
@@ -130,25 +126,25 @@ def test_from_a_build_to_a_release_and_back_with_the_command(stack, tmp_path):
     publish_job = Job.objects.get(account=account, kind="publish", result__release_id=live.pk)
     assert f"Job {publish_job.pk} succeeded." in second.stdout
 
-    status = buildhub(stack, token, "status")
+    status = buildhub(live_stack, token, "status")
     assert status.returncode == 0, status.stderr
     assert "CLI Release Co (cli-release-co), pro tier" in status.stdout
     assert "0 job(s) queued or running" in status.stdout
 
-    logs = buildhub(stack, token, "logs", str(publish_job.pk))
+    logs = buildhub(live_stack, token, "logs", str(publish_job.pk))
     assert logs.returncode == 0 and logs.stdout.strip(), logs.stderr
 
-    back = buildhub(stack, token, "rollback", "--app", "shop", "--env", "production")
+    back = buildhub(live_stack, token, "rollback", "--app", "shop", "--env", "production")
     assert back.returncode == 0, back.stderr
     assert "shop production rolled back" in back.stdout
     assert live_release(app).version.number == 1
 
-    too_late = buildhub(stack, token, "cancel", str(publish_job.pk))  # a conflict: exit 1
+    too_late = buildhub(live_stack, token, "cancel", str(publish_job.pk))  # a conflict: exit 1
     assert too_late.returncode == 1
     assert too_late.stderr == "buildhub: error: This job has already ended (succeeded).\n"
 
 
-def test_a_failed_build_exits_1_and_a_refused_token_2(stack, tmp_path):
+def test_a_failed_build_exits_1_and_a_refused_token_2(live_stack, tmp_path):
     account = make_account("pro", "CLI Fail Co")
     make_app(account)
     token = create_api_token(account, name="ci", scopes=["builds:read", "builds:write"]).secret
@@ -158,7 +154,7 @@ def test_a_failed_build_exits_1_and_a_refused_token_2(stack, tmp_path):
     (source / "index.js").write_text("console.log('hi');\n")
     args = ["build", "--app", "shop", "--target", "ota", "--platform", "android", "--wait"]
 
-    failed = buildhub(stack, token, *args, "--source", str(source))
+    failed = buildhub(live_stack, token, *args, "--source", str(source))
 
     assert failed.returncode == 1, failed.stdout + failed.stderr
     job = Job.objects.get(account=account)
@@ -167,7 +163,7 @@ def test_a_failed_build_exits_1_and_a_refused_token_2(stack, tmp_path):
     assert "package-lock.json" in failed.stdout  # the reason, from the log and the error
     assert "Traceback" not in failed.stderr
 
-    refused = buildhub(stack, "bh_nope_nope", *args, "--source", str(source))
+    refused = buildhub(live_stack, "bh_nope_nope", *args, "--source", str(source))
 
     assert refused.returncode == 2
     assert refused.stderr.startswith("buildhub: error: ")

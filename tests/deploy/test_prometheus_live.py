@@ -11,14 +11,13 @@ import urllib.request
 
 import pytest
 from django.conf import settings
-from django_q.brokers import get_broker
 
 from builds.choices import JobStatus
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs
 from tests.conftest import make_account
-from tests.e2e.conftest import Stack
-from tests.test_runlocal import free_port
+from tests.support.live import running_stack
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,24 +36,20 @@ def wait_for(what: str, predicate, seconds: float = PATIENCE):
 
 
 @pytest.fixture
-def stack(tmp_path):
-    get_broker().purge_queue()  # tickets left by earlier tests name no job of this database
-    running = Stack(tmp_path)
+def live_stack(tmp_path):
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
-    running.env.update(
+    with running_stack(
+        tmp_path,
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),  # this stack's processes only
         METRICS_TOKEN=TOKEN,
         METRICS_ALLOWED_NETWORKS="",
-    )
-    try:
-        yield running.up()
-    finally:
-        running.down()
+    ) as stack:
+        yield stack
 
 
 @pytest.fixture
-def prometheus(stack, tmp_path):
+def prometheus(live_stack, tmp_path):
     binary = shutil.which("prometheus")
     assert binary, "prometheus is missing: `make observability` installs it (Debian package)"
     port = free_port()
@@ -68,7 +63,7 @@ def prometheus(stack, tmp_path):
                     {
                         "job_name": "buildhub",
                         "authorization": {"credentials": TOKEN},
-                        "static_configs": [{"targets": [f"127.0.0.1:{stack.port}"]}],
+                        "static_configs": [{"targets": [f"127.0.0.1:{live_stack.port}"]}],
                     }
                 ],
             }
@@ -122,7 +117,7 @@ def total(url: str, expression: str) -> float:
     return sum(float(series["value"][1]) for series in query(url, expression))
 
 
-def test_prometheus_scrapes_a_running_stack_while_jobs_run(stack, prometheus):
+def test_prometheus_scrapes_a_running_stack_while_jobs_run(live_stack, prometheus):
     account = make_account("enterprise", "Scraped Co")
     jobs = queue_jobs(account, 3, params={"seconds": 1})
 

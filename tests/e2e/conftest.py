@@ -1,18 +1,12 @@
 """Browser tests: Debian's Chromium driven by Playwright against a live BuildHub.
 
 The stack is real: daphne serving the ASGI app (HTTP and websockets) and the worker
-supervisor, as subprocesses on loopback, on the test database and the test Redis. The
-browser is /usr/bin/chromium, installed here from Debian's packages when it is missing;
-Playwright never downloads one.
+supervisor, as subprocesses on loopback, on the test database and the test Redis
+(tests/support/live.py). The browser is Debian's /usr/bin/chromium, which `make browser`
+installs (`make test` runs it); Playwright never downloads one.
 """
 
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,8 +15,7 @@ from django.core.management.base import CommandError
 from django.db import OperationalError
 from django.test import TransactionTestCase
 
-from tests.builds.test_workers_live import FAST_ENGINE, database_env
-from tests.test_runlocal import free_port
+from tests.support.live import running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = settings.VAR_DIR / "screenshots"
@@ -30,17 +23,12 @@ VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, 
 STAFF_PASSWORD = "operator-pass-123"
 
 
-def ensure_chromium() -> Path:
-    if CHROMIUM.exists():
-        return CHROMIUM
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
+def chromium() -> Path:
+    if not CHROMIUM.exists():
         pytest.fail(
-            "Chromium is missing: install Debian's chromium package (apt-get install chromium)"
+            f"Chromium is missing ({CHROMIUM}): `make browser` installs Debian's chromium "
+            "package (as root), or run `sudo apt-get install chromium`"
         )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([apt, "update", "-qq"], check=True, env=env)
-    subprocess.run([apt, "install", "-y", "-qq", "chromium"], check=True, env=env)
     return CHROMIUM
 
 
@@ -56,7 +44,7 @@ def browser():
     """
     from playwright.sync_api import sync_playwright
 
-    executable = ensure_chromium()
+    executable = chromium()
     with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         browser = playwright.chromium.launch(
@@ -66,85 +54,6 @@ def browser():
         )
         yield browser
         browser.close()
-
-
-def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status in (200, 503):
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer in time")
-
-
-class Stack:
-    """daphne + the worker supervisor on the test database, as `make run` starts them."""
-
-    def __init__(self, tmp: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
-        self.env = {
-            **inherited,
-            **FAST_ENGINE,
-            **database_env(),
-            "DIAGNOSTIC_MARKER_DIR": str(tmp / "markers"),
-            # A lease long enough that a loaded machine does not make live workers look lost.
-            "JOB_LEASE_SECONDS": "15",
-            "JOB_HEARTBEAT_SECONDS": "3",
-            "DASHBOARD_REFRESH_SECONDS": "1",
-            "WORKER_IDLE_SECONDS": "5",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        }
-        self.logs = tmp
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, name: str, *command: str) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(
-            list(command),
-            cwd=settings.BASE_DIR,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        process.log = log
-        self.processes.append(process)
-        return process
-
-    def up(self) -> "Stack":
-        web = self.start(
-            "daphne",
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "buildhub.asgi:application",
-        )
-        self.start("supervisor", sys.executable, "manage.py", "runworkers", "--clusters", "1")
-        wait_until_up(f"{self.url}/healthz", web)
-        return self
-
-    def down(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            process.log.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -170,10 +79,10 @@ def flush_retried_on_deadlock():
 
 
 @pytest.fixture(scope="module")
-def stack(django_db_setup, django_db_blocker, tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("stack")).up()
-    yield stack
-    stack.down()
+def live_stack(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One stack per module: the browser tests only read what the tests arrange."""
+    with running_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -189,8 +98,8 @@ def viewport(request):
 
 
 @pytest.fixture
-def page(browser, stack, viewport):
-    context = browser.new_context(viewport=VIEWPORTS[viewport], base_url=stack.url)
+def page(browser, live_stack, viewport):
+    context = browser.new_context(viewport=VIEWPORTS[viewport], base_url=live_stack.url)
     page = context.new_page()
     page.set_default_timeout(20_000)
     yield page

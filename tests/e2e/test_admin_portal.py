@@ -193,9 +193,9 @@ def test_review_queue_dismiss_and_confirm(page, operator, viewport):
     assert ConfirmedPattern.objects.get().value == bundle
 
 
-def post_events(stack, secret, body):
+def post_events(live_stack, secret, body):
     request = urllib.request.Request(
-        f"{stack.url}/api/v1/internal/build-events/",
+        f"{live_stack.url}/api/v1/internal/build-events/",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "X-Build-Token": secret},
         method="POST",
@@ -205,7 +205,7 @@ def post_events(stack, secret, body):
 
 
 @pytest.mark.parametrize("viewport", ["desktop"], indirect=True)
-def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack, viewport):
+def test_build_banner_follows_a_build_on_every_admin_page(page, operator, live_stack, viewport):
     from builds.choices import TokenScope
     from builds.services import create_api_token
 
@@ -217,7 +217,7 @@ def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack,
     expect(banner).to_be_hidden()
 
     post_events(
-        stack,
+        live_stack,
         secret,
         {
             "runId": run,
@@ -228,7 +228,9 @@ def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack,
             "host": "ci-1",
         },
     )
-    post_events(stack, secret, {"runId": run, "event": "stage_started", "stage": "Backend Clean"})
+    post_events(
+        live_stack, secret, {"runId": run, "event": "stage_started", "stage": "Backend Clean"}
+    )
     # Live, without a reload: the banner appears with the stage.
     expect(banner).to_be_visible(timeout=20_000)
     expect(page.get_by_test_id("build-status-text")).to_contain_text(
@@ -239,5 +241,5 @@ def test_build_banner_follows_a_build_on_every_admin_page(page, operator, stack,
     page.goto("/admin/builds/job/")  # any admin page carries it
     expect(page.get_by_test_id("build-status-text")).to_contain_text("stage Backend Clean")
 
-    post_events(stack, secret, {"runId": run, "event": "build_completed", "durationMs": 1234})
+    post_events(live_stack, secret, {"runId": run, "event": "build_completed", "durationMs": 1234})
     expect(banner).to_be_hidden(timeout=20_000)

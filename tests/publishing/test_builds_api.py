@@ -15,8 +15,8 @@ from builds.engine.submit import submit_job
 from builds.models import Job, Worker
 from publishing import sources
 from publishing.models import App, SourceUpload
-from tests.builds.test_api_auth import assert_error
 from tests.publishing.archives import tar_gz
+from tests.support.api import assert_error
 
 EXPO = {"app": "shop", "target": "expo", "platform": "android", "channel": "preview"}
 

@@ -22,7 +22,7 @@ from publishing.models import (
     ReleaseDevice,
     Version,
 )
-from tests.builds.test_api_auth import assert_error
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

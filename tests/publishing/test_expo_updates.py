@@ -21,8 +21,8 @@ from django.test import Client
 from builds.engine.runner import run_next_job
 from publishing import releases, signing
 from publishing.models import AppSigningKey
-from tests.builds.test_api_auth import assert_error
 from tests.publishing.conftest import finished_ota_build
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

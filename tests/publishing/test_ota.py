@@ -23,9 +23,9 @@ from builds.models import EnterpriseLimit, Job
 from publishing import ota, releases
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact
-from tests.builds.test_workers_live import Processes, wait_until
 from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+from tests.support.live import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 
@@ -59,16 +59,6 @@ def assert_hermes_bundle(path: Path) -> int:
 
 
 # --- the fixture app through a real worker -------------------------------------------------
-@pytest.fixture
-def worker_processes(tmp_path):
-    from django_q.brokers import get_broker
-
-    get_broker().purge_queue()  # tickets left by earlier tests name no job of this database
-    running = Processes(tmp_path, {})
-    yield running
-    running.stop_all()
-
-
 def test_the_fixture_app_is_built_by_a_worker_into_hermes_bytecode(
     pro_account, worker_processes, tmp_path
 ):

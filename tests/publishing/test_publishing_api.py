@@ -14,9 +14,9 @@ from builds.models import Job
 from publishing import artifacts, releases
 from publishing.choices import VersionStatus
 from publishing.models import App, Artifact, Device, Release, Version
-from tests.builds.test_api_auth import assert_error
 from tests.conftest import make_account
 from tests.publishing.conftest import finished_ota_build
+from tests.support.api import assert_error
 from tests.support.s3 import RUN_ON_S3
 
 

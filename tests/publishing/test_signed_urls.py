@@ -7,8 +7,8 @@ from django.core import signing
 from rest_framework.test import APIClient
 
 from tests.buildhub.test_settings import run_django
-from tests.builds.test_api_auth import assert_error
 from tests.publishing.conftest import finished_ota_build
+from tests.support.api import assert_error
 from tests.support.s3 import RUN_ON_S3
 
 

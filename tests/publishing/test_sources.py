@@ -16,7 +16,6 @@ from builds.tiers import TIERS
 from publishing import sources
 from publishing.models import SourceUpload
 from publishing.sources import ArchiveRefused, Caps, unpack
-from tests.builds.test_api_auth import assert_error
 from tests.publishing.archives import (
     encrypted_flag_zip,
     tar_gz,
@@ -24,6 +23,7 @@ from tests.publishing.archives import (
     zip_with_lying_size,
     zip_with_overlapping_entries,
 )
+from tests.support.api import assert_error
 
 SMALL = Caps(max_bytes=1024 * 1024, max_entries=50)
 GOOD_TAR = [

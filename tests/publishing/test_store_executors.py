@@ -11,7 +11,6 @@ import yaml
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from django_q.brokers import get_broker
 
 from builds.choices import JobStatus
 from builds.engine import lifecycle
@@ -23,9 +22,9 @@ from publishing.builds import request_build
 from publishing.choices import ArtifactKind
 from publishing.models import Artifact, SourceUpload
 from publishing.secrets import set_secret
-from tests.builds.test_workers_live import Processes, all_ended, wait_until
 from tests.publishing import fake_tools
 from tests.publishing.archives import tar_gz
+from tests.support.live import all_ended, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "expo-token-Zq81xLmP0"
@@ -419,22 +418,14 @@ def test_flutterflow_mode_a_writes_markdown_instructions(shop, tools):
 
 
 # --- through a real worker -------------------------------------------------------------------
-@pytest.fixture
-def workers(tmp_path):
-    get_broker().purge_queue()  # tickets of earlier tests name jobs of no database
-    started = Processes(tmp_path, {})
-    yield started
-    started.stop_all()
-
-
-def test_a_real_worker_runs_an_expo_build_with_the_fake_eas(app, tools, workers, tmp_path):
+def test_a_real_worker_runs_an_expo_build_with_the_fake_eas(app, tools, worker_processes, tmp_path):
     """The registered kind, found by a django-q2 cluster started like production starts it."""
     set_secret(app.account, "EXPO_TOKEN", TOKEN)
     tools()
     source = upload(app, EXPO_APP)  # default storage: the worker process reads it there
     try:
         job = queue(app, target="expo", channel="preview", source={"upload": str(source.pk)})
-        workers.start(
+        worker_processes.start(
             "runcluster",
             BUILDHUB_WORKERS="1",
             PATH=os.environ["PATH"],

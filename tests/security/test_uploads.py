@@ -11,8 +11,8 @@ import pytest
 
 from builds.tiers import TIERS
 from publishing.models import SourceUpload
-from tests.builds.test_api_auth import assert_error
 from tests.publishing.test_sources import HOSTILE, SMALL, upload
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db
 

@@ -17,10 +17,10 @@ from buildhub.errors import ServiceError
 from builds.engine.runner import run_next_job
 from publishing import artifacts, releases, sources
 from publishing.models import Artifact, SourceUpload
-from tests.builds.test_api_auth import assert_error
 from tests.conftest import make_account
 from tests.publishing.conftest import finished_ota_build
 from tests.publishing.ota_helpers import make_app
+from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db
 

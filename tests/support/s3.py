@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from buildhub.storage import s3_storages
+from tests.support.net import free_port, port_free
 
 ACCESS_KEY = "buildhub-test"
 SECRET_KEY = "buildhub-test-secret-key"
@@ -49,23 +49,12 @@ def weed_binary() -> str:
     return found
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_ports(count: int) -> list[int]:
     """Loopback ports that are free, each with its gRPC port (+10000) free too."""
     ports: list[int] = []
     while len(ports) < count:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + GRPC_OFFSET < 65536 and port not in ports and _port_free(port + GRPC_OFFSET):
+        port = free_port()
+        if port + GRPC_OFFSET < 65536 and port not in ports and port_free(port + GRPC_OFFSET):
             ports.append(port)
     return ports
 
