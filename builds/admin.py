@@ -29,7 +29,7 @@ from builds.models import (
     TimeoutAddOn,
     Worker,
 )
-from builds.services import create_api_token, current_usage, revoke_api_token
+from builds.services import actor_name, create_api_token, current_usage, revoke_api_token
 
 
 class MembershipInline(admin.TabularInline):
@@ -333,7 +333,7 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def _apply(self, request, job, verb) -> bool:
         service, button, _, _ = JOB_SERVICES[verb]
         try:
-            service(job)
+            service(job, by=actor_name(request.user))
         except ServiceError as error:
             self.message_user(request, f"{job.pk}: {error.message}", level=messages.WARNING)
             return False

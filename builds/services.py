@@ -86,6 +86,14 @@ def create_api_token(
     return IssuedToken(token=token, secret=secret)
 
 
+def actor_name(user, token: ApiToken | None = None) -> str:
+    """Who did something, as a job's log names them: an API token by its name and id, else
+    the (staff) user signed in to the admin or the API."""
+    if token is not None:
+        return f'API token "{token.name}" (id {token.pk})'
+    return f"staff user {user.get_username()}"
+
+
 def revoke_api_token(token: ApiToken) -> ApiToken:
     updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=Now())
     if not updated:

@@ -2,6 +2,7 @@ from rest_framework import permissions
 
 from buildhub.errors import ServiceError
 from builds.models import Account, ApiToken
+from builds.services import actor_name
 
 
 class HasTokenScope(permissions.BasePermission):
@@ -41,6 +42,12 @@ def caller_account(request):
     """The account an API token acts for; None for staff, who see every account."""
     token = request.auth
     return token.account if isinstance(token, ApiToken) else None
+
+
+def request_actor(request) -> str:
+    """Who a request acts as, as a job's log names them (``builds.services.actor_name``)."""
+    token = request.auth
+    return actor_name(request.user, token if isinstance(token, ApiToken) else None)
 
 
 def request_account(request) -> Account:

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from buildhub.errors import ServiceError
 from buildhub.net import client_ip
 from buildhub.throttling import AccountBudgetMixin, refund_account_budget
-from builds.api.permissions import caller_account, request_account
+from builds.api.permissions import caller_account, request_account, request_actor
 from builds.api.serializers import (
     AccountSerializer,
     JobListQuerySerializer,
@@ -224,13 +224,15 @@ class JobViewSet(
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         """Cancel: a queued job at once, a running one within about a second (409 once ended)."""
-        return Response(self.get_serializer(cancel_job(self.get_object())).data)
+        job = cancel_job(self.get_object(), by=request_actor(request))
+        return Response(self.get_serializer(job).data)
 
     @extend_schema(request=None, responses={200: JobSerializer, **JOB_VERB_ERRORS})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         """Queue a failed or timed-out job again as a new attempt (409 for other states)."""
-        return Response(self.get_serializer(retry_job(self.get_object())).data)
+        job = retry_job(self.get_object(), by=request_actor(request))
+        return Response(self.get_serializer(job).data)
 
     @extend_schema(
         request=None,
@@ -247,4 +249,5 @@ class JobViewSet(
             raise exceptions.PermissionDenied(
                 "Only staff can move a job to the front of the queue."
             )
-        return Response(self.get_serializer(run_job_now(self.get_object())).data)
+        job = run_job_now(self.get_object(), by=request_actor(request))
+        return Response(self.get_serializer(job).data)

@@ -11,10 +11,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from buildhub.errors import ServiceError
 from builds import metrics
-from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus
+from builds.choices import RETRYABLE_END_STATES, TERMINAL_STATES, JobStatus, LogLevel
 from builds.engine import events
 from builds.engine.logs import store_lines, stored_line_messages
 from builds.engine.rows import fetch_jobs
@@ -86,12 +87,24 @@ def _leased(job_id, lease_token):
     return Job.objects.filter(pk=job_id, status=JobStatus.RUNNING, lease_token=lease_token)
 
 
+def _log_room(lines) -> dict:
+    """Part of an UPDATE that writes ``lines`` with the reload (``_announce``): room for them
+    in ``log_seq``."""
+    return {"log_seq": F("log_seq") + len(lines)} if lines else {}
+
+
+def _done_by(what: str, by: str) -> list[tuple]:
+    """The job's log line saying who asked for a change (``by``: an API token or a staff
+    user, as ``builds.services.actor_name`` names them); none when nobody is named."""
+    return [(timezone.now(), LogLevel.INFO, f"{what} by {by}.")] if by else []
+
+
 def _end_lease(job_id, lease_token, lines: list[tuple], **changes) -> int:
     """The lease holder's last UPDATE: the new state, the lease released and room made in
     ``log_seq`` for the job's last log lines (written with the reload, same transaction)."""
-    if lines:
-        changes["log_seq"] = F("log_seq") + len(lines)
-    return _leased(job_id, lease_token).update(**changes, **_RELEASE_LEASE, **next_state())
+    return _leased(job_id, lease_token).update(
+        **changes, **_log_room(lines), **_RELEASE_LEASE, **next_state()
+    )
 
 
 # The end of a successful job on PostgreSQL, in one statement: the conditional UPDATE that
@@ -247,19 +260,24 @@ def set_progress(job_id, lease_token, progress: int | None = None, stage: str | 
 
 
 @transaction.atomic
-def cancel_job(job: Job) -> Job:
-    """Cancel a queued job at once; ask the worker of a running one to stop (≤ 2 s)."""
+def cancel_job(job: Job, *, by: str = "") -> Job:
+    """Cancel a queued job at once; ask the worker of a running one to stop (≤ 2 s).
+
+    ``by`` (here and in retry and run-now): who asked, written to the job's log."""
+    lines = _done_by("Cancelled", by)
     if Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.CANCELLED,
         finished_at=Now(),
         stage="Cancelled before it started",
+        **_log_room(lines),
         **next_state(),
     ):
-        return _announce(job.pk, "cancelled")
+        return _announce(job.pk, "cancelled", lines)
+    lines = _done_by("Cancel requested", by)
     if Job.objects.filter(
         pk=job.pk, status=JobStatus.RUNNING, cancel_requested_at__isnull=True
-    ).update(cancel_requested_at=Now(), stage="Cancelling", **next_state()):
-        return _announce(job.pk, "cancel requested")
+    ).update(cancel_requested_at=Now(), stage="Cancelling", **_log_room(lines), **next_state()):
+        return _announce(job.pk, "cancel requested", lines)
     current = Job.objects.get(pk=job.pk)
     if current.status == JobStatus.RUNNING:
         return current  # asked already; the worker is stopping it
@@ -271,8 +289,9 @@ def cancel_job(job: Job) -> Job:
 
 
 @transaction.atomic
-def retry_job(job: Job) -> Job:
+def retry_job(job: Job, *, by: str = "") -> Job:
     """Queue a failed or timed-out job again as a new attempt."""
+    lines = _done_by("Retry requested", by)
     updated = Job.objects.filter(pk=job.pk, status__in=RETRYABLE_END_STATES).update(
         status=JobStatus.QUEUED,
         not_before=None,
@@ -284,6 +303,7 @@ def retry_job(job: Job) -> Job:
         cancel_requested_at=None,
         max_attempts=F("attempts") + 1,
         result=None,
+        **_log_room(lines),
         **next_state(),
     )
     if not updated:
@@ -294,18 +314,19 @@ def retry_job(job: Job) -> Job:
             code="conflict",
             status=409,
         )
-    return _announce(job.pk, "retry requested")
+    return _announce(job.pk, "retry requested", lines)
 
 
 @transaction.atomic
-def run_job_now(job: Job) -> Job:
+def run_job_now(job: Job, *, by: str = "") -> Job:
     """Move a queued job to the front of its class (it still waits for eligibility)."""
+    lines = _done_by("Moved to the front of its class", by)
     updated = Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        run_now=True, not_before=None, **next_state()
+        run_now=True, not_before=None, **_log_room(lines), **next_state()
     )
     if not updated:
         raise ServiceError("Only queued jobs can be run now.", code="conflict", status=409)
-    return _announce(job.pk, "run now")
+    return _announce(job.pk, "run now", lines)
 
 
 @transaction.atomic
