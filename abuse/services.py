@@ -27,8 +27,9 @@ from buildhub import metrics
 from buildhub.errors import ServiceError
 from builds import registry
 from builds.engine.submit import BLOCKED_MESSAGE, AccountBlocked
-from builds.engine.tickets import issue_ticket
 from builds.models import Account, Job
+from builds.services import block_account
+from builds.services import unblock_account as lift_block
 
 logger = logging.getLogger("buildhub.abuse")
 
@@ -247,14 +248,12 @@ def record_review(action: str, account_id: int, user, reason: str, *, flag=None,
 
 
 def _block(account: Account, reason: str) -> bool:
+    """The engine's block (``builds.services.block_account``), committed durably and counted."""
     _commit_durably()  # a block must survive a crash, unlike a signal
-    blocked = Account.objects.filter(pk=account.pk, blocked=False).update(
-        blocked=True, blocked_reason=reason[:500], blocked_at=Now()
-    )
-    account.blocked = True
+    blocked = block_account(account, reason)
     if blocked:
         transaction.on_commit(metrics.ABUSE_BLOCKS.inc)
-    return bool(blocked)
+    return blocked
 
 
 # --- hooks the engine calls ----------------------------------------------------------------
@@ -430,16 +429,13 @@ def confirm_pattern_and_block(
 
 @transaction.atomic
 def unblock_account(account: Account, user, reason: str) -> ReviewAction:
-    """Lift the block; the account's queued jobs become eligible again (a ticket is sent).
+    """Lift the block (``builds.services.unblock_account``: the account's queued jobs become
+    eligible again) and resolve its blocking flag.
 
     Patterns confirmed before this decision no longer block the account by themselves.
     """
     reason = _reason(reason)
-    if not Account.objects.filter(pk=account.pk, blocked=True).update(
-        blocked=False, blocked_reason="", blocked_at=None
-    ):
-        raise ServiceError("This account is not blocked.", code="conflict", status=409)
-    account.blocked = False
+    lift_block(account)
     flag = (
         Flag.objects.filter(account=account, status=FlagStatus.BLOCKED)
         .order_by("-created_at")
@@ -452,7 +448,6 @@ def unblock_account(account: Account, user, reason: str) -> ReviewAction:
             resolved_by=user,
             resolution_reason=reason,
         )
-    transaction.on_commit(issue_ticket)
     return record_review(ReviewActionKind.UNBLOCK, account.pk, user, reason, flag=flag)
 
 

@@ -12,6 +12,7 @@ from django.utils.text import slugify
 
 from buildhub.errors import ServiceError
 from builds.choices import Tier, TokenScope
+from builds.engine.tickets import issue_ticket
 from builds.models import Account, ApiToken, BuildUsage
 
 # last_used_at is bookkeeping: write it at most this often per token.
@@ -58,6 +59,29 @@ def create_account(name: str, *, tier: str = Tier.FREE, slug: str = "") -> Accou
             fields={"slug": "taken"},
         )
     return Account.objects.create(name=name, slug=slug, tier=tier)
+
+
+def block_account(account: Account, reason: str) -> bool:
+    """Hold the account: its submissions are refused and its queued jobs wait, unclaimed,
+    until it is unblocked. True when this call blocked it, False when it was already."""
+    blocked = Account.objects.filter(pk=account.pk, blocked=False).update(
+        blocked=True, blocked_reason=reason[:500], blocked_at=Now()
+    )
+    account.blocked = True
+    return bool(blocked)
+
+
+@transaction.atomic
+def unblock_account(account: Account) -> Account:
+    """Lift the hold; the account's queued jobs are eligible again (a ticket wakes a worker
+    once this commits)."""
+    if not Account.objects.filter(pk=account.pk, blocked=True).update(
+        blocked=False, blocked_reason="", blocked_at=None
+    ):
+        raise ServiceError("This account is not blocked.", code="conflict", status=409)
+    account.blocked = False
+    transaction.on_commit(issue_ticket)
+    return account
 
 
 @dataclass(frozen=True)

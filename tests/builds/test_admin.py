@@ -5,9 +5,11 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.utils import timezone
 
+from builds.engine.claim import claim_next_job
 from builds.engine.workers import heat_floor
 from builds.models import ApiToken, EnterpriseLimit, HeatUp
 from builds.services import authenticate_token, consume_monthly_build
+from tests.builds.engine_helpers import queue_jobs, worker
 
 pytestmark = pytest.mark.django_db
 
@@ -88,6 +90,38 @@ def test_negative_or_absurd_limits_are_refused(admin_client, enterprise_account)
     assert "Ensure this value is less than or equal to 100." in page
     assert "Ensure this value is greater than or equal to" in page
     assert not EnterpriseLimit.objects.exists()
+
+
+def test_blocking_on_the_account_page_goes_through_the_services(
+    admin_client, pro_account, monkeypatch, django_capture_on_commit_callbacks
+):
+    from builds import services
+
+    tickets = []
+    monkeypatch.setattr(services, "issue_ticket", lambda: tickets.append(1))
+    job = queue_jobs(pro_account, 1)[0]
+    url = f"/admin/builds/account/{pro_account.pk}/change/"
+
+    blocked = admin_client.post(url, account_form(pro_account, blocked="on"))
+
+    assert blocked.status_code == 302
+    pro_account.refresh_from_db()
+    assert pro_account.blocked and pro_account.blocked_at is not None
+    assert pro_account.blocked_reason == "Blocked by staff user operator."
+    worker()
+    assert claim_next_job("test-worker") is None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(url, account_form(pro_account, name="Renamed"))
+
+    pro_account.refresh_from_db()
+    assert (pro_account.name, pro_account.blocked, pro_account.blocked_at) == (
+        "Renamed",
+        False,
+        None,
+    )
+    assert tickets == [1]  # the queued jobs' workers are woken
+    assert claim_next_job("test-worker").pk == job.pk
 
 
 def test_token_created_in_admin_shows_its_secret_once(admin_client, pro_account):
