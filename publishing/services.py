@@ -73,6 +73,18 @@ def upload_source(app: App, uploaded_file) -> SourceUpload:
     return sources.save_upload(app.account, app, uploaded_file)
 
 
+def start_direct_upload(
+    app: App, filename: str, size: int, sha256: str = ""
+) -> tuple[SourceUpload, dict]:
+    """A pending upload and the form that sends its archive straight to the bucket."""
+    return sources.start_direct_upload(app.account, app, filename, size, sha256)
+
+
+def complete_direct_upload(app: App, upload_id) -> SourceUpload:
+    """Check a direct upload's archive in the bucket and make it usable by builds."""
+    return sources.complete_direct_upload(app.account, app, upload_id)
+
+
 def request_build(
     account: Account,
     data: dict,

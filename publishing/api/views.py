@@ -188,7 +188,7 @@ class AppViewSet(
         app = self.get_object()
         body = DirectUploadRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        upload, form = sources.start_direct_upload(app.account, app, **body.validated_data)
+        upload, form = services.start_direct_upload(app, **body.validated_data)
         return Response(
             DirectUploadSerializer(upload, context={"form": form}).data,
             status=status.HTTP_201_CREATED,
@@ -204,7 +204,7 @@ class AppViewSet(
         """Check a direct upload's archive in the bucket (as a posted one is checked) and
         make it usable by builds; repeating it answers the same."""
         app = self.get_object()
-        upload = sources.complete_direct_upload(app.account, app, upload_id)
+        upload = services.complete_direct_upload(app, upload_id)
         return Response(SourceUploadSerializer(upload).data)
 
     @extend_schema(responses=SigningKeySerializer)
