@@ -17,7 +17,7 @@ from builds.engine.claim import claim_next_job
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs, worker
 from tests.conftest import make_account
-from tests.support.pgbouncer import ADMIN_URL_ENV, POOL_SIZE_ENV
+from tests.support.pgbouncer import ADMIN_URL_ENV, POOL_SIZE_ENV, admin_console
 
 ADMIN_URL = os.environ.get(ADMIN_URL_ENV, "")
 
@@ -28,10 +28,7 @@ pytestmark = [
 
 
 def console(command: str) -> list[dict]:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        cursor = admin.execute(command)
-        names = [column.name for column in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return admin_console(ADMIN_URL, command)
 
 
 def database() -> str:
@@ -45,10 +42,8 @@ def clients_of_this_database() -> int:
 def server_backends() -> int:
     """This database's backends as PostgreSQL counts them (asked directly, not pooled)."""
     pool = next(row for row in console("SHOW DATABASES") if row["name"] == database())
-    with psycopg.connect(
-        host=pool["host"], port=pool["port"], user=connection.settings_dict["USER"],
-        dbname="postgres", autocommit=True,
-    ) as direct:  # fmt: skip
+    server = {"host": pool["host"], "port": pool["port"], "user": connection.settings_dict["USER"]}
+    with psycopg.connect(**server, dbname="postgres", autocommit=True) as direct:
         return direct.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [database()]
         ).fetchone()[0]

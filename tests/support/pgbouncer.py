@@ -65,6 +65,16 @@ def _with_address(url: str, host: str, port: int, database: str | None = None) -
     return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
 
 
+def admin_console(admin_url: str, command: str) -> list[dict]:
+    """Run a command on a pgbouncer's admin console (SHOW POOLS, SHOW CLIENTS, ...)."""
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as console:
+        cursor = console.execute(command)
+        if cursor.description is None:
+            return []
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 @dataclass
 class PgBouncer:
     """One pgbouncer process; ``server_url`` names the PostgreSQL server it pools."""
@@ -153,13 +163,7 @@ class PgBouncer:
                 return
 
     def admin(self, command: str) -> list[dict]:
-        """Run a command on the admin console (SHOW POOLS, SHOW CLIENTS, ...)."""
-        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=5) as console:
-            cursor = console.execute(command)
-            if cursor.description is None:
-                return []
-            names = [column.name for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return admin_console(self.admin_url, command)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
