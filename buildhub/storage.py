@@ -88,16 +88,22 @@ def _storage_errors() -> tuple[type[Exception], ...]:
     return (BotoCoreError, ClientError, Boto3Error, OSError)
 
 
+class StorageUnavailable(ServiceError):
+    """Storage cannot be used now: a request answers 503 with Retry-After, and a job's
+    attempt fails as retryable (the engine retries it with backoff)."""
+
+    status = 503
+    code = "storage_unavailable"
+
+
 @contextmanager
 def storage_unavailable_as_503():
     """Storage that cannot be reached (bucket missing, credentials refused, server down, disk
-    full) answers the caller a 503 it can retry, not a 500."""
+    full) answers the caller a 503 it can retry, not a 500; in a job, a retry."""
     try:
         yield
     except _storage_errors() as error:
-        raise ServiceError(
-            "Storage is unavailable right now; try again later.",
-            code="storage_unavailable",
-            status=503,
+        raise StorageUnavailable(
+            f"Storage is unavailable right now; try again later ({type(error).__name__}).",
             headers={"Retry-After": "30"},
         ) from error

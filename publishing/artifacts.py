@@ -53,7 +53,7 @@ def store_file(
         visibility = Visibility.PRIVATE
     sha256, size = file_digest(path)
     storage = storage_for(visibility)
-    with open(path, "rb") as handle:
+    with open(path, "rb") as handle, storage_unavailable_as_503():
         stored_key = storage.save(key, handle)
     return Artifact.objects.create(
         account=account,

@@ -285,7 +285,8 @@ def publish_executor(context):
         staged_key = (
             f"{env}/{app.account.slug}/{app.slug}/releases/v{version.number}-{context.job.pk}.json"
         )
-        storages["default"].save(staged_key, ContentFile(body))
+        with storage_unavailable_as_503():
+            storages["default"].save(staged_key, ContentFile(body))
         context.log(f"staged {staged_key}")
         context.progress(50, "release.json uploaded")
 

@@ -354,7 +354,11 @@ def _materialize_upload(context, upload_id, dest: Path) -> Path:
     fmt = upload_format(upload)
     archive = context.workspace / f"source-archive.{fmt}"
     digest = hashlib.sha256()
-    with storages["private"].open(upload.storage_key, "rb") as stored, open(archive, "wb") as out:
+    with (
+        storage_unavailable_as_503(),
+        storages["private"].open(upload.storage_key, "rb") as stored,
+        open(archive, "wb") as out,
+    ):
         while chunk := stored.read(CHUNK):
             digest.update(chunk)
             out.write(chunk)

@@ -16,6 +16,7 @@ import traceback
 from django.db import IntegrityError, close_old_connections
 
 from buildhub import logs
+from buildhub.storage import StorageUnavailable
 from builds import metrics, registry
 from builds.choices import LogLevel, WorkerState
 from builds.engine import lifecycle, sandbox
@@ -69,7 +70,7 @@ def execute_claimed(job: Job) -> None:
         context.check()
     except JobStopped:
         pass
-    except RetryableError as failure:
+    except (RetryableError, StorageUnavailable) as failure:
         error, retryable = str(failure) or "retryable failure", True
     except JobFailed as failure:
         error = str(failure) or "failed"

@@ -194,3 +194,21 @@ def test_reading_an_artifact_from_storage_that_cannot_be_used_is_a_503_and_a_los
     with pytest.raises(ServiceError) as gone:
         artifacts.open_artifact(bundle)
     assert (gone.value.status, gone.value.code) == (410, "gone")
+
+
+@pytest.mark.django_db(transaction=True)  # the publish job runs as a worker runs it
+def test_a_job_that_cannot_reach_storage_is_retried_not_failed(
+    s3_storage, settings, app, tmp_path
+):
+    job, _, _ = finished_ota_build(app, tmp_path=tmp_path)
+    version = releases.create_version(app, [job.pk])
+    publish_job, _ = releases.request_publish(version, "production")
+    settings.STORAGES = {**settings.STORAGES, **s3_storage.storages(secret_key="not-the-secret")}
+
+    assert run_next_job() == str(publish_job.pk)
+
+    publish_job.refresh_from_db()
+    assert publish_job.status == "queued"
+    assert publish_job.attempts == 1
+    assert "Storage is unavailable" in publish_job.error
+    assert publish_job.stage.startswith("Retrying in")
