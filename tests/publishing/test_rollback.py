@@ -7,8 +7,9 @@ import pytest
 from django.core.files.storage import storages
 from django.db import connection
 
-from publishing import releases
-from publishing.choices import VersionStatus
+from buildhub.errors import ServiceError
+from publishing import health, releases
+from publishing.choices import FailureAction, VersionStatus
 from publishing.models import Release, Version
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -83,3 +84,27 @@ def test_a_failed_write_undoes_the_rollback(app, two_releases, api_client_for, m
 
     assert again.status_code == 200
     assert (again.json()["version"], stored_version(two_releases), live_version(app)) == (1, 1, 1)
+
+
+def test_a_health_rollback_that_cannot_be_written_is_tried_again(app, two_releases, monkeypatch):
+    app.failure_threshold_percent, app.failure_action = 20, FailureAction.ROLLBACK
+    app.save()
+    failing = Release.objects.get(version__number=2)
+
+    def unavailable(key, body):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(releases, "write_atomically", unavailable)
+        with pytest.raises(ServiceError, match="Storage is unavailable"):
+            health.act_on_failures(failing, 10, 5)
+
+    failing.refresh_from_db()
+    assert (failing.rolled_back_at, failing.health_action) == (None, "")
+    assert live_version(app) == 2
+
+    assert health.act_on_failures(failing, 10, 5)  # the next check-ins act again, and it holds
+
+    failing.refresh_from_db()
+    assert failing.health_action == FailureAction.ROLLBACK
+    assert (stored_version(two_releases), live_version(app)) == (1, 1)
