@@ -149,8 +149,9 @@ def cmdline(pid: int) -> str:
 class Followers:
     """One websocket client per job, on its own event loop thread; reconnects with ?after=."""
 
-    def __init__(self, base_ws: str, secret: str):
-        self.base_ws = base_ws
+    def __init__(self, base_ws: str | list[str], secret: str):
+        # Several web nodes: each reconnection goes to the next one (a node may be down).
+        self.bases = [base_ws] if isinstance(base_ws, str) else list(base_ws)
         self.secret = secret
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -160,8 +161,10 @@ class Followers:
     def start(self):
         self.thread.start()
 
-    def follow(self, job_id: str):
+    def follow(self, job_id: str, node: int = 0):
+        """Follow a job, first through web node ``node`` (an index into the bases)."""
         self.results[job_id] = {"seqs": [], "reconnects": 0, "final": None, "errors": []}
+        self.results[job_id]["node"] = node
         self.futures.append(asyncio.run_coroutine_threadsafe(self._follow(job_id), self.loop))
 
     async def _follow(self, job_id: str, seconds: float = 600):
@@ -173,9 +176,10 @@ class Followers:
         first = True
         while time.monotonic() < deadline:
             after = result["seqs"][-1] if result["seqs"] else 0
-            url = f"{self.base_ws}/ws/jobs/{job_id}/?after={after}"
             if not first:
                 result["reconnects"] += 1
+            base = self.bases[(result["reconnects"] + result.get("node", 0)) % len(self.bases)]
+            url = f"{base}/ws/jobs/{job_id}/?after={after}"
             first = False
             try:
                 async with connect(

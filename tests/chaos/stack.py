@@ -5,6 +5,7 @@ unix socket), so the faults injected here (stopping Redis, restarting PostgreSQL
 the machine's shared servers.
 """
 
+import contextlib
 import glob
 import os
 import shutil
@@ -171,6 +172,53 @@ class Services:
         stop_group(self.web)
         for log in self._files:
             log.close()
+        self._files = []
+
+    def kill(self) -> int:
+        """kill -9 of everything this node runs: web, supervisor, workers and their children,
+        whatever process group or session a child moved to. Returns how many processes."""
+        roots = [p.pid for p in (self.web, self.supervisor) if p is not None and p.poll() is None]
+        tree = process_tree(roots)
+        groups = set()
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(pid))
+        for pgid in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for process in (self.web, self.supervisor):
+            if process is not None:
+                process.wait()
+        for log in self._files:
+            log.close()
+        self._files = []
+        return len(tree)
+
+    def pids(self) -> set[int]:
+        """Every process of this node now (the web's and the supervisor's trees)."""
+        roots = [p.pid for p in (self.web, self.supervisor) if p is not None and p.poll() is None]
+        return set(process_tree(roots))
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    """The roots and all their descendants (from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, waiting = [], list(roots)
+    while waiting:
+        pid = waiting.pop(0)
+        if pid not in found:
+            found.append(pid)
+            waiting.extend(children.get(pid, []))
+    return found
 
 
 def stop_group(process: subprocess.Popen | None, grace: float = 30) -> None:

@@ -1,0 +1,1 @@
+"""The multi-node drill (``make fleet``); not collected by ``make test``."""

@@ -1,0 +1,5 @@
+import sys
+
+from tests.fleet.drill import main
+
+sys.exit(main())
