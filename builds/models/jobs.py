@@ -91,6 +91,26 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=models.Q(progress__lte=100), name="job_progress_at_most_100"
             ),
+            # The lease is the run's: the claim sets the worker, the token and the expiry in
+            # the UPDATE that makes a job running, and every change out of running (finish,
+            # retry, release, reap) clears all three in the same UPDATE. So a worker row
+            # cannot be deleted while it runs a job (SET_NULL would break the first one).
+            models.CheckConstraint(
+                condition=~models.Q(status=JobStatus.RUNNING)
+                | models.Q(
+                    worker__isnull=False,
+                    lease_token__isnull=False,
+                    lease_expires_at__isnull=False,
+                ),
+                name="job_running_has_worker_and_lease",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status=JobStatus.RUNNING)
+                | models.Q(
+                    worker__isnull=True, lease_token__isnull=True, lease_expires_at__isnull=True
+                ),
+                name="job_not_running_has_no_worker_or_lease",
+            ),
         ]
         indexes = [
             # The claim's candidate search: queued jobs of one class, run_now first, oldest first.

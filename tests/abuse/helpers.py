@@ -12,7 +12,7 @@ from builds.choices import JobStatus
 from builds.engine import lifecycle
 from builds.engine.submit import submit_job
 from builds.models import Account, Job
-from tests.builds.engine_helpers import BUILD_KIND
+from tests.builds.engine_helpers import BUILD_KIND, held_lease
 from tests.conftest import make_account
 
 FARM_IP = "203.0.113.50"
@@ -63,7 +63,10 @@ def complete_build(job: Job, bundle: str, capture) -> Job:
     """Run the job's real completion: claimed state, then succeed_job and its signal."""
     token = uuid.uuid4()
     Job.objects.filter(pk=job.pk).update(
-        status=JobStatus.RUNNING, lease_token=token, started_at=timezone.now(), attempts=1
+        status=JobStatus.RUNNING,
+        started_at=timezone.now(),
+        attempts=1,
+        **held_lease(lease_token=token),
     )
     with capture(execute=True):
         lifecycle.succeed_job(job.pk, token, {"bundle_sha256": bundle, "bundle_size": 1234})

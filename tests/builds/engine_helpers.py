@@ -1,5 +1,11 @@
 """Small builders for engine tests."""
 
+import datetime as dt
+import uuid
+
+from django.conf import settings
+from django.utils import timezone
+
 from builds import registry
 from builds.choices import JobStatus
 from builds.engine.submit import submit_job
@@ -26,6 +32,16 @@ def worker(worker_id="test-worker", processes=1):
     return Worker.objects.get_or_create(
         pk=worker_id, defaults={"host": "test", "pid": 1, "processes": processes}
     )[0]
+
+
+def held_lease(worker_id="test-worker", lease_token=None) -> dict:
+    """What a claim gives a job it makes running (a worker, a lease token and its expiry),
+    for tests that make a job running by hand: the database refuses one without them."""
+    return {
+        "worker": worker(worker_id),
+        "lease_token": lease_token or uuid.uuid4(),
+        "lease_expires_at": timezone.now() + dt.timedelta(seconds=settings.JOB_LEASE_SECONDS),
+    }
 
 
 def running(account):

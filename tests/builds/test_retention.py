@@ -12,7 +12,7 @@ from builds import registry, retention
 from builds.choices import JobStatus, LogLevel
 from builds.engine.logs import append_logs
 from builds.models import Job, JobLog
-from tests.builds.engine_helpers import queue_jobs
+from tests.builds.engine_helpers import held_lease, queue_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +33,7 @@ def private_storage(settings, tmp_path, clear_cache):
     return tmp_path / "private"
 
 
-def finished(account, days_ago, count=1, status=JobStatus.SUCCEEDED, lines=2):
+def finished(account, days_ago, count=1, status=JobStatus.SUCCEEDED, lines=2, **changes):
     """``count`` jobs that finished ``days_ago`` days ago, each with ``lines`` log lines."""
     jobs = queue_jobs(account, count)
     when = timezone.now() - dt.timedelta(days=days_ago)
@@ -47,6 +47,7 @@ def finished(account, days_ago, count=1, status=JobStatus.SUCCEEDED, lines=2):
             finished_at=when + dt.timedelta(seconds=number),
             started_at=when,
             result={"ok": True},
+            **changes,
         )
     return jobs
 
@@ -102,7 +103,7 @@ def test_old_finished_jobs_and_their_logs_are_archived_then_deleted(pro_account)
 def test_every_finished_state_goes_and_nothing_unfinished(pro_account):
     for status in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMED_OUT):
         finished(pro_account, days_ago=91, status=status)
-    running = finished(pro_account, days_ago=91, status=JobStatus.RUNNING)  # a stale row
+    running = finished(pro_account, days_ago=91, status=JobStatus.RUNNING, **held_lease())  # stale
 
     assert retention.sweep_jobs().jobs_deleted == 3
     assert list(Job.objects.values_list("pk", flat=True)) == [running[0].pk]

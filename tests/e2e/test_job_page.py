@@ -17,7 +17,7 @@ from builds.models import Job
 from publishing import artifacts
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact
-from tests.builds.engine_helpers import queue_jobs
+from tests.builds.engine_helpers import queue_jobs, worker
 from tests.conftest import make_account
 from tests.e2e.conftest import log_in, screenshot_both
 from tests.publishing.conftest import finished_ota_build
@@ -60,6 +60,7 @@ def a_running_job(account):
         job = queue_jobs(account, 1, params={"seconds": 600})[0]
         Job.objects.filter(pk=job.pk).update(
             status=JobStatus.RUNNING,
+            worker=worker(),
             lease_token=lease,
             lease_expires_at=now + dt.timedelta(hours=1),
             started_at=now,

@@ -14,6 +14,7 @@ from builds.models import Job
 from publishing import artifacts, releases
 from publishing.choices import VersionStatus
 from publishing.models import App, Artifact, Device, Release, Version
+from tests.builds.engine_helpers import held_lease
 from tests.conftest import make_account
 from tests.publishing.conftest import finished_ota_build
 from tests.support.api import assert_error
@@ -90,7 +91,7 @@ def test_a_version_is_made_from_succeeded_ota_builds(pro_account, client_for, ap
 @pytest.mark.django_db
 def test_versions_refuse_unfinished_or_foreign_builds(pro_account, client_for, app, tmp_storage):
     job, _, _ = finished_ota_build(app, tmp_path=tmp_storage)
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, **held_lease())
     client = client_for(pro_account, scopes=["publish"])
 
     not_done = client.post("/api/v1/apps/shop/versions/", {"build": str(job.pk)}, format="json")
