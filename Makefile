@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos fleet clean
+.PHONY: run test test-fast test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -105,6 +105,12 @@ lint: venv
 test: lint toolchain clients sandbox observability browser
 	$(PY) -m pytest
 
+# The unit tier alone (pytest -m unit: pure logic, no database, live process, tool chain or
+# browser) for the edit-test loop: under a minute. No test database is created, so it is safe
+# on the embedded default beside another run in the same tree.
+test-fast: venv
+	$(PY) -m pytest -m unit -q
+
 # The storage tests and the publishing tests that store files, all on a real S3 server
 # (SeaweedFS on loopback ports, started and stopped by the tests).
 S3_TESTS := tests/storage tests/publishing/test_publishing_api.py \
@@ -151,12 +157,6 @@ load: venv
 # CHAOS_ARGS="--quick" is the short CI variant (3 kill rounds, Redis stopped 5 s).
 chaos: venv
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
-
-# Multi-node drill: two nodes (web + workers each, own var dir and workspace root) on one
-# private PostgreSQL and Redis and a SeaweedFS S3 server under var/fleet/; node A is killed
-# whole and restarted under load. FLEET_ARGS="--quick" is the short CI variant. docs/fleet.md.
-fleet: venv
-	$(PY) -m tests.fleet $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) var toolchain/node_modules tests/clients/node_modules

@@ -7,8 +7,13 @@ from rest_framework.test import APIClient
 from buildhub.embedded_redis import EmbeddedRedis
 from builds.choices import Tier, TokenScope
 from builds.services import create_account, create_api_token
-from tests.support.live import worker_processes  # noqa: F401 - a fixture
+from tests.support.live import LIVE_FIXTURES, worker_processes  # noqa: F401 - a fixture
 from tests.support.s3 import s3_server, s3_storage, s3_storage_for_run  # noqa: F401 - fixtures
+
+TIERS = ("unit", "integration", "e2e")
+DATABASE_FIXTURES = frozenset(
+    {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback"}
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -97,10 +102,30 @@ async def leftover_tasks_ended():
     await _end_leftover_tasks()
 
 
+def tier(item) -> str:
+    """A test's tier: its own marker, else ``e2e`` in a browser; ``integration`` on the test
+    database, with live processes or servers (the fixtures in LIVE_FIXTURES) or the real tool
+    chain; else ``unit``: pure logic, what `make test-fast` runs."""
+    for name in TIERS:
+        if item.get_closest_marker(name) is not None:
+            return name
+    fixtures = set(item.fixturenames)
+    if "browser" in fixtures:
+        return "e2e"
+    if (
+        fixtures & (LIVE_FIXTURES | DATABASE_FIXTURES)
+        or item.get_closest_marker("django_db")
+        or item.get_closest_marker("toolchain")
+    ):
+        return "integration"
+    return "unit"
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("asyncio") is not None:
             item.fixturenames.append("leftover_tasks_ended")
+        item.add_marker(tier(item))
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,12 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from django.conf import settings
 
 from tests.support.net import free_port
+
+pytestmark = pytest.mark.integration
 
 
 def get(url, headers=None):

@@ -17,6 +17,9 @@ from builds.choices import TokenScope
 from builds.services import create_account, create_api_token
 from tests.support.net import free_port
 
+# The emitter runs as it does on a build host: a process of its own.
+pytestmark = pytest.mark.integration
+
 EMITTER = Path(buildevents.emitter.__file__)
 WARNING = "buildhub-emit: warning:"
 

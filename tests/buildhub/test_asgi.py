@@ -35,6 +35,7 @@ async def test_websocket_from_a_foreign_origin_is_closed_with_4403():
     assert closed == {"type": "websocket.close", "code": 4403}
 
 
+@pytest.mark.integration  # fresh web and worker processes
 def test_the_web_process_closes_database_connections_per_request():
     """Under ASGI every request thread is new: a persistent connection would never be reused
     and they would pile up (found by the load suite), so the web process keeps none."""

@@ -132,6 +132,7 @@ def test_requests_are_labelled_by_route_template_never_by_path():
     assert any(name == "buildhub_http_request_duration_seconds_bucket" for name, _ in parsed)
 
 
+@pytest.mark.integration  # promtool (make observability)
 @pytest.mark.django_db
 def test_the_scrape_passes_promtool_check_metrics():
     account = make_account("starter", "Linted Co")

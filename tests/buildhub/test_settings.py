@@ -8,6 +8,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from buildhub.env import database_from_url, env_bool, env_int, env_list
+from tests.support.live import run_django
+
+# Settings are read as a fresh process reads them: most tests start one.
+pytestmark = pytest.mark.integration
 
 PRODUCTION_ENV = {
     "BUILDHUB_ENV": "production",
@@ -16,23 +20,6 @@ PRODUCTION_ENV = {
     "REDIS_URL": "redis://redis.internal:6379/0",
     "ALLOWED_HOSTS": "buildhub.example.com",
 }
-
-
-def run_django(code: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    return subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        env={
-            **clean,
-            "DJANGO_SETTINGS_MODULE": "buildhub.settings",
-            "BUILDHUB_VAR_DIR": str(tmp_path),
-            **env,
-        },
-        cwd=settings.BASE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_env_helpers(monkeypatch):

@@ -21,7 +21,11 @@ from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app
 from tests.support.live import running_stack
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.toolchain,
+    pytest.mark.timeout(1200),  # builds, each given BUILD_WAIT
+]
 
 BUILD_WAIT = 600  # a cold npm on a busy machine; a limit on a hung test, not a timing
 

@@ -11,6 +11,8 @@ from django.conf import settings
 
 from tests.deploy.catalogue import exported_series, promtool, series_named_in
 
+pytestmark = pytest.mark.integration  # promtool (make observability)
+
 DASHBOARD = Path(settings.BASE_DIR) / "deploy" / "grafana" / "buildhub.json"
 
 

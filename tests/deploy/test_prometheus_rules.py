@@ -10,6 +10,8 @@ from django.conf import settings
 
 from tests.deploy.catalogue import exported_series, promtool, series_named_in
 
+pytestmark = pytest.mark.integration  # promtool (make observability)
+
 RULES = Path(settings.BASE_DIR) / "deploy" / "prometheus"
 
 

@@ -13,7 +13,8 @@ from django.test import Client
 
 from tests.publishing.test_expo_updates import ask, parts_of, publish
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The real client library under Node (make clients): integration.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 CLIENT = Path(__file__).resolve().parents[1] / "clients" / "expo_client.js"
 

@@ -59,6 +59,7 @@ def assert_hermes_bundle(path: Path) -> int:
 
 
 # --- the fixture app through a real worker -------------------------------------------------
+@pytest.mark.timeout(600)  # the worker's cold build may take 240 s
 def test_the_fixture_app_is_built_by_a_worker_into_hermes_bytecode(
     pro_account, worker_processes, tmp_path
 ):

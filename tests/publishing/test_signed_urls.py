@@ -6,9 +6,9 @@ import pytest
 from django.core import signing
 from rest_framework.test import APIClient
 
-from tests.buildhub.test_settings import run_django
 from tests.publishing.conftest import finished_ota_build
 from tests.support.api import assert_error
+from tests.support.live import run_django
 from tests.support.s3 import RUN_ON_S3
 
 
@@ -33,6 +33,7 @@ def test_a_download_link_works_for_an_hour_by_default(
     assert_error(APIClient().get(link), 403, "link_expired")
 
 
+@pytest.mark.integration  # a fresh Django process
 def test_s3_links_to_private_files_last_an_hour_by_default(tmp_path):
     """Presigned S3 links (production) are made offline; no bucket is contacted."""
     result = run_django(

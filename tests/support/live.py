@@ -36,8 +36,9 @@ FAST_ENGINE = {
     "DJANGO_Q_LOG_LEVEL": "WARNING",
 }
 
-# The fixtures that start processes or servers; tests using them are integration tests.
-LIVE_FIXTURES = frozenset({"worker_processes", "live_stack", "s3_server"})
+# The fixtures that start processes or servers (live_server: pytest-django's, in a thread);
+# tests using them are integration tests.
+LIVE_FIXTURES = frozenset({"worker_processes", "live_stack", "live_server", "s3_server"})
 
 
 def database_env() -> dict:
@@ -123,6 +124,25 @@ def worker_processes(tmp_path):
     running = Processes(tmp_path, {})
     yield running
     running.stop_all()
+
+
+def run_django(code: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python process with BuildHub's settings read from ``env`` (the
+    machine's DATABASE_URL and REDIS_URL left out) and its var/ in ``tmp_path``."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "buildhub.settings",
+            "BUILDHUB_VAR_DIR": str(tmp_path),
+            **env,
+        },
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float = 60) -> None:
