@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test test-fast test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos clean
+.PHONY: run test test-suite test-fast test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos clean
 
 venv: $(STAMP)
 
@@ -102,7 +102,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint toolchain clients sandbox observability browser
+# Every tier: unit, integration and e2e. `make test` lints first; CI lints once and runs
+# `make test-suite` (the tests alone) on each database.
+test: lint test-suite
+
+test-suite: toolchain clients sandbox observability browser
 	$(PY) -m pytest
 
 # The unit tier alone (pytest -m unit: pure logic, no database, live process, tool chain or
