@@ -101,6 +101,7 @@ browser:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Every tier: unit, integration and e2e. `make test` lints first; CI lints once and runs
 # `make test-suite` (the tests alone) on each database.

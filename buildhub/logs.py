@@ -16,7 +16,9 @@ import uuid
 from buildhub.redaction import redact
 
 CONTEXT_FIELDS = ("request_id", "job_id", "account_id", "worker_id")
-_context = {name: contextvars.ContextVar(name, default=None) for name in CONTEXT_FIELDS}
+_context: dict[str, contextvars.ContextVar[str | None]] = {
+    name: contextvars.ContextVar(name, default=None) for name in CONTEXT_FIELDS
+}
 
 
 def bind(**values) -> dict:

@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -30,6 +29,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 from buildhub.errors import error_body
 from buildhub.net import client_ip
@@ -173,7 +173,7 @@ _tallies: list[Tally] = []
 
 
 # --- scrape ------------------------------------------------------------------------------
-_collectors: list[Callable] = []
+_collectors: list[Collector] = []
 
 
 def register_collector(collector) -> None:

@@ -9,6 +9,7 @@ with ``BUILDHUB_ENV=production`` and configured through the variables listed in 
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -168,7 +169,7 @@ CHANNEL_LAYERS = {
     }
 }
 
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     "name": "buildhub",
     "workers": env_int("BUILDHUB_WORKERS", 2),
     "redis": REDIS_URL,

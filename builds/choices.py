@@ -27,7 +27,7 @@ class AddOnKind(models.TextChoices):
     PERMANENT = "permanent", "+10 min, permanent"
 
 
-ADDON_MINUTES = {AddOnKind.RECURRING_MONTHLY: 5, AddOnKind.PERMANENT: 10}
+ADDON_MINUTES: dict[str, int] = {AddOnKind.RECURRING_MONTHLY: 5, AddOnKind.PERMANENT: 10}
 
 
 class TokenScope(models.TextChoices):

@@ -42,11 +42,12 @@ def queue_depths(now: dt.datetime) -> list[dict]:
         .values("priority_class")
         .annotate(depth=Count("id"), oldest=Min("created_at"))
     }
-    waits = defaultdict(list)
+    waits: defaultdict[str, list[float]] = defaultdict(list)
     started = Job.objects.filter(started_at__gte=now - dt.timedelta(hours=1)).values_list(
         "priority_class", "created_at", "started_at"
     )
     for priority_class, created_at, started_at in started:
+        assert started_at is not None  # filtered on it
         waits[priority_class].append(_seconds(started_at - created_at))
     rows = []
     for priority_class in CLASSES:
@@ -163,12 +164,15 @@ def hourly(now: dt.datetime) -> dict:
         if position is not None:
             by_status[row["status"]][position] = row["count"]
 
-    durations = defaultdict(list)
-    waits = {priority_class: defaultdict(list) for priority_class in CLASSES}
+    durations: defaultdict[dt.datetime, list[float]] = defaultdict(list)
+    waits: dict[str, defaultdict[dt.datetime, list[float]]] = {
+        priority_class: defaultdict(list) for priority_class in CLASSES
+    }
     started = Job.objects.filter(started_at__gte=since).values_list(
         "priority_class", "status", "created_at", "started_at", "finished_at"
     )
     for priority_class, status, created_at, started_at, finished_at in started:
+        assert started_at is not None  # filtered on it
         hour = started_at.replace(minute=0, second=0, microsecond=0)
         waits[priority_class][hour].append(_seconds(started_at - created_at))
         if status == JobStatus.SUCCEEDED and finished_at:

@@ -55,7 +55,7 @@ def claims_until_served(
     the highest class with work. Whole cycles are skipped at once while no class runs empty,
     so the cost depends on how often a class empties (at most four times), not on the depth.
     """
-    remaining = {cls: max(0, waiting.get(cls, 0)) for cls in CLASSES_BY_RANK}
+    remaining: dict[str, int] = {cls: max(0, waiting.get(cls, 0)) for cls in CLASSES_BY_RANK}
     remaining[target_class] = ahead_in_class + 1  # the job itself is the last one that counts
     claims = 0
     while True:

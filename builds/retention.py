@@ -100,7 +100,7 @@ def archive_key(first: tuple, last: tuple) -> str:
 def archive_lines(job_ids):
     """One JSON document per job, in ``job_ids``' order: every field, and its log lines."""
     jobs = {job["id"]: job for job in Job.objects.filter(pk__in=job_ids).values()}
-    logs = {job_id: [] for job_id in jobs}
+    logs: dict[uuid.UUID, list[dict]] = {job_id: [] for job_id in jobs}
     for line in (
         JobLog.objects.filter(job_id__in=job_ids)
         .order_by("job_id", "seq")

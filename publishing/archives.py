@@ -154,7 +154,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
             and self.size > MAX_TAR_HEADER
         ):
             raise ArchiveRefused("The archive has an oversized extended header.")
-        return super()._proc_member(tarfile_)
+        # A private hook of TarInfo (CPython 3.11 to 3.14) that typeshed does not declare.
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
 def _tar_entries(handle, caps: Caps) -> Iterator[Entry]:
@@ -164,7 +165,12 @@ def _tar_entries(handle, caps: Caps) -> Iterator[Entry]:
         gzip.GzipFile(fileobj=handle, mode="rb"), caps.max_bytes + caps.max_entries * 1536, too_big
     )
     try:
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
+        # Stream mode ("r|") only reads; typeshed asks every fileobj to seek and write too.
+        with tarfile.open(
+            fileobj=stream,  # type: ignore[call-overload]
+            mode="r|",
+            tarinfo=_BoundedTarInfo,
+        ) as archive:
             for member in archive:
                 path = safe_path(member.name)
                 if member.isdir():
@@ -334,6 +340,7 @@ def _unpack(handle, fmt, dest, caps, tick) -> dict:
             if root is not None:
                 (root / entry.path).mkdir(parents=True, exist_ok=True)
         elif entry.kind == "file":
+            assert entry.open is not None  # every file entry has one
             with entry.open() as source:
                 copy(source, entry.path, entry.executable)
         elif entry.kind == "symlink":

@@ -126,9 +126,9 @@ def _update_answer(scope, headers: dict) -> Answer | None:
     device = params["device"] or headers.get(b"x-device-id", b"").decode("latin-1")
     release = entry.release
     update = releases.update_for_query(release, params, device)
+    offered = release["id"] if release is not None and update is not None else None
 
     def record():
-        offered = release["id"] if update is not None else None
         checkins.buildhub_check(
             entry.app_id, params["env"], params["platform"], device, params["current"], offered
         )
@@ -161,16 +161,19 @@ def _expo_memo_key(kind: str, request: expo.ExpoRequest, origin_key: tuple) -> t
 def _expo_answer(scope, headers: dict, app_key: str) -> Answer | None:
     named = _named(headers)
     request = _expo_request(named)
-    entry = edge.remembered_entry(app_key, request.env) if request is not None else None
+    if request is None:
+        return None
+    entry = edge.remembered_entry(app_key, request.env)
     if entry is None:
         return None
-    kind = expo.answer_kind(entry.release, request)
+    release = entry.release
+    kind = expo.answer_kind(release, request)
     kept = edge.kept_answer(entry, _expo_memo_key(kind, request, _origin_key(scope, headers)))
     if kept is None:
         return None
+    offered = release["id"] if release is not None and kind == "manifest" else None
 
     def record():
-        offered = entry.release["id"] if kind == "manifest" else None
         checkins.expo_check(entry.app_id, request.env, request.platform, named, offered)
 
     return Answer(*kept, app_key, record)
@@ -185,7 +188,9 @@ def _package_url(base_url: str):
 
 def _codepush_answer(scope, headers: dict, legacy: bool) -> Answer | None:
     known = edge.origin(("codepush", legacy, *_origin_key(scope, headers)))
-    query = _query(scope) if known is not None else None
+    if known is None:
+        return None
+    query = _query(scope)
     if query is None:
         return None
     if legacy:
@@ -197,10 +202,11 @@ def _codepush_answer(scope, headers: dict, legacy: bool) -> Answer | None:
     if entry is None:
         return None
     base_url, response_headers = known
-    info = codepush.update_info(deployment, entry.release, query, _package_url(base_url))
+    release = entry.release
+    info = codepush.update_info(deployment, release, query, _package_url(base_url))
+    offered = release["id"] if release is not None and info["is_available"] else None
 
     def record():
-        offered = entry.release["id"] if info["is_available"] else None
         env, platform = deployment["env"], deployment["platform"]
         checkins.codepush_check(entry.app_id, env, platform, query, offered)
 
@@ -245,7 +251,7 @@ class _Learner:
     def __init__(self, scope, route: str, argument, slot: dict):
         self.scope, self.route, self.argument, self.slot = scope, route, argument, slot
         self.headers = dict(scope["headers"])
-        self.start = None
+        self.start: dict | None = None
         self.chunks: list[bytes] | None = None
         self.expo_request = _expo_request(_named(self.headers)) if route == "expo" else None
 
@@ -274,15 +280,17 @@ class _Learner:
         if sum(len(chunk) for chunk in self.chunks) > MAX_REMEMBERED_BODY:
             self.chunks = None
         elif not message.get("more_body", False):
+            start, request = self.start, self.expo_request
+            assert start is not None and request is not None  # on_start set both with chunks
             entry = self.slot["entry"]
-            kind = expo.answer_kind(entry.release, self.expo_request)
+            kind = expo.answer_kind(entry.release, request)
             replayed = [
                 (name, value)
-                for name, value in self.start.get("headers", ())
+                for name, value in start.get("headers", ())
                 if name.lower() not in _NOT_REPLAYED
             ]
-            key = _expo_memo_key(kind, self.expo_request, _origin_key(self.scope, self.headers))
-            edge.keep_answer(entry, key, (self.start["status"], replayed, b"".join(self.chunks)))
+            key = _expo_memo_key(kind, request, _origin_key(self.scope, self.headers))
+            edge.keep_answer(entry, key, (start["status"], replayed, b"".join(self.chunks)))
 
 
 class UpdateCheckEdge:
@@ -306,7 +314,7 @@ class UpdateCheckEdge:
             headers = [*answer.headers, length, request_id]
             await send({"type": "http.response.start", "status": answer.status, "headers": headers})
             return await send({"type": "http.response.body", "body": answer.body})
-        slot = {}
+        slot: dict = {}
         scope = {**scope, edge.SCOPE_SLOT: slot}
         learner = _Learner(scope, *route, slot)
         status = []

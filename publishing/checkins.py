@@ -264,8 +264,8 @@ def _write(batch: list[Checkin]) -> None:
                 counts.setdefault((running, hour), [0, 0, 0, 0])[0] += 1
             if offered is not None:
                 counts.setdefault((offered, hour), [0, 0, 0, 0])[1] += 1
-        for release_id in failed:
-            counts.setdefault((release_id, hour), [0, 0, 0, 0])[2] += 1
+        for failed_id in failed:
+            counts.setdefault((failed_id, hour), [0, 0, 0, 0])[2] += 1
         if succeeded is not None:
             counts.setdefault((succeeded, hour), [0, 0, 0, 0])[3] += 1
         if not checkin.device_id:
@@ -379,8 +379,8 @@ def _release_of(protocol: str, platform: str, name: str, known: dict) -> int | N
 
 def _failed_releases(checkin: Checkin, known: dict, running: int | None) -> list[int]:
     if checkin.protocol == EXPO:
-        failed = {known.get(("expo", found.lower())) for found in UUID.findall(checkin.failed)}
-        failed.discard(None)
+        named = (known.get(("expo", found.lower())) for found in UUID.findall(checkin.failed))
+        failed = {release_id for release_id in named if release_id is not None}
         if not failed and checkin.fatal_error and running is not None:
             failed = {running}
         return sorted(failed)
@@ -415,7 +415,7 @@ def _release_names(pairs: set[tuple[int, str]]) -> dict[tuple[int, str], dict]:
     if stale:
         if len(_names) + len(stale) > REMEMBERED_ENVIRONMENTS:
             _names.clear()
-        fresh = {pair: {} for pair in stale}
+        fresh: dict[tuple[int, str], dict] = {pair: {} for pair in stale}
         which = Q()
         for app_id, env in stale:
             which |= Q(app_id=app_id, env=env)

@@ -158,9 +158,9 @@ class Limiter:
             return
         with self._lock:
             for (kind, key, window, _), total in zip(batch, totals, strict=True):
-                count = kind.counts.get(key)
-                if count is not None and count.window == window:
-                    count.shared = max(count.shared, int(total))
+                known = kind.counts.get(key)
+                if known is not None and known.window == window:
+                    known.shared = max(known.shared, int(total))
 
     def _send(self, batch) -> list[int] | None:
         try:

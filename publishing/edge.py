@@ -13,8 +13,10 @@ Django (publishing.asgi) to answer the same checks again without it.
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
+from typing_extensions import TypeIs
 
 from publishing.choices import Environment, Platform
 
@@ -28,11 +30,11 @@ class _Kept:
     """Something Django said, trusted until ``fresh_until`` (time.monotonic()); see usable()."""
 
     fresh_until: float
-    value: object
+    value: Any
     refreshing_since: float | None = None
 
 
-def usable(kept: "_Kept | _Entry | None") -> bool:
+def usable(kept: "_Kept | _Entry | None") -> TypeIs["_Kept | _Entry"]:
     """Whether the edge may answer from ``kept``: while it is fresh, and once it has expired
     while the one check that went to Django to refresh it is under way (for at most
     ``REFRESH_SECONDS``), so that the devices of a busy app do not all pile onto Django."""
@@ -52,11 +54,15 @@ class _Entry:
     fresh_until: float  # time.monotonic()
     slug: str
     release: dict | None
-    app_id: int | None = None
+    app_id: int
     refreshing_since: float | None = None
     # Whole answers Django gave for this release (the Expo manifests, signed or not, keyed
     # by what they depend on), each a _Kept: replayed by the edge while usable.
-    responses: dict = field(default_factory=dict)
+    responses: dict[tuple, _Kept] = field(default_factory=dict)
+
+
+# A whole answer as Django sent it: status, headers, body.
+KeptAnswer = tuple[int, list, bytes]
 
 
 _releases: dict[tuple[str, str], _Entry] = {}
@@ -105,9 +111,7 @@ def plain_update_query(query) -> dict | None:
     }
 
 
-def remember(
-    request, app_key: str, env: str, slug: str, release: dict | None, app_id: int | None = None
-) -> None:
+def remember(request, app_key: str, env: str, slug: str, release: dict | None, app_id: int) -> None:
     """Called by the view once a check succeeded: what the edge may answer from."""
     slot = getattr(request, "scope", {}).get(SCOPE_SLOT)
     seconds = settings.UPDATE_CHECK_EDGE_SECONDS
@@ -142,12 +146,12 @@ def remembered_deployment(key: str) -> dict | None:
     return found.value if usable(found) else None
 
 
-def keep_answer(entry: _Entry, key: tuple, answer: tuple) -> None:
+def keep_answer(entry: _Entry, key: tuple, answer: KeptAnswer) -> None:
     """A whole answer Django gave for ``entry``'s release, for requests that get the same."""
     entry.responses[key] = _Kept(time.monotonic() + settings.UPDATE_CHECK_EDGE_SECONDS, answer)
 
 
-def kept_answer(entry: _Entry, key: tuple) -> tuple | None:
+def kept_answer(entry: _Entry, key: tuple) -> KeptAnswer | None:
     found = entry.responses.get(key)
     return found.value if usable(found) else None
 
@@ -157,8 +161,10 @@ def forget(app_key: str, env: str | None = None) -> None:
     for key in [key for key in _releases if key[0] == app_key and env in (None, key[1])]:
         _releases.pop(key, None)
     if env is None:
-        for key in [key for key, kept in _deployments.items() if kept.value["app_key"] == app_key]:
-            _deployments.pop(key, None)
+        for deployment_key in [
+            key for key, kept in _deployments.items() if kept.value["app_key"] == app_key
+        ]:
+            _deployments.pop(deployment_key, None)
 
 
 def remembered_release(app_key: str, env: str, slug: str) -> tuple[bool, dict | None]:

@@ -141,7 +141,7 @@ def hash_of(sha256_hex: str) -> str:
 
 def offers_update(release: dict | None, request: ExpoRequest) -> bool:
     """Whether ``request`` gets ``release`` as a new update (a manifest) rather than a 204."""
-    if request.env not in ENVIRONMENTS:
+    if release is None or request.env not in ENVIRONMENTS:
         return False
     update = releases.check_for_update(
         release,
@@ -163,7 +163,7 @@ def answer_kind(release: dict | None, request: ExpoRequest) -> str:
 
 def manifest_for(release: dict | None, request: ExpoRequest, asset_url) -> dict | None:
     """The manifest of the update ``request`` should get from ``release``, or None."""
-    if not offers_update(release, request):
+    if release is None or not offers_update(release, request):
         return None
     manifest = release["manifest"]
     bundle = manifest["bundles"][request.platform]

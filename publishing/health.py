@@ -69,7 +69,7 @@ def release_health(app: App, env: str, now: dt.datetime | None = None) -> dict:
         .order_by("-published_at", "-id")[:SHOWN_RELEASES]
     )
     ids = [release.pk for release in shown]
-    running = dict(
+    running: dict[int | None, int] = dict(  # None: the embedded bundle or unknown
         DeviceCheckin.objects.filter(app=app, env=env, last_seen__gte=since)
         .values("running_release_id")
         .annotate(devices=Count("pk"))

@@ -15,7 +15,7 @@ def resolve_host(host: str) -> list[str]:
         infos = socket.getaddrinfo(host, None)
     except OSError:
         return []  # the tool reports the failed lookup itself
-    return [info[4][0].split("%")[0] for info in infos]
+    return [str(info[4][0]).split("%")[0] for info in infos]
 
 
 def private_host(host: str, *, resolve: bool) -> bool:

@@ -8,6 +8,7 @@ version's bundles are) and reused by every later publish of the version.
 
 import hashlib
 import json
+from pathlib import Path
 
 from builds.engine import sandbox
 from builds.engine.exceptions import JobFailed
@@ -15,7 +16,10 @@ from publishing import artifacts, codepush_package
 from publishing.choices import ArtifactKind, Platform, Visibility
 from publishing.models import Artifact, Version
 
-BUNDLE_NAMES = {Platform.ANDROID: "index.android.bundle", Platform.IOS: "main.jsbundle"}
+BUNDLE_NAMES: dict[str, str] = {
+    Platform.ANDROID: "index.android.bundle",
+    Platform.IOS: "main.jsbundle",
+}
 
 
 def package_hash(bundle_sha256: str, platform: str) -> str:
@@ -54,7 +58,7 @@ def _pack(context, version: Version, bundle: Artifact, expected: str) -> Artifac
             reported.update(json.loads(line.split(" ", 1)[1]))
 
     command, readable = sandbox.python_script(
-        codepush_package.__file__, source, zipped, BUNDLE_NAMES[bundle.platform]
+        Path(codepush_package.__file__), source, zipped, BUNDLE_NAMES[bundle.platform]
     )
     context.run(command, on_line=read, readable=readable)
     if reported.get("package_hash") != expected:

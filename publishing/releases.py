@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -245,7 +246,8 @@ def write_atomically(key: str, content: bytes) -> str:
             handle.write(content)
         os.replace(handle.name, target)
         return key
-    storage.bucket.Object(storage._normalize_name(key)).put(  # noqa: SLF001 - S3 overwrite
+    s3: Any = storage  # an S3Storage (django-storages has no type information)
+    s3.bucket.Object(s3._normalize_name(key)).put(  # noqa: SLF001 - S3 overwrite
         Body=content, ContentType="application/json"
     )
     return key

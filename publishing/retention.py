@@ -38,10 +38,8 @@ def jobs_still_needed(job_ids) -> set:
     versions = Version.builds.through.objects.filter(job_id__in=job_ids)
     releases = Release.objects.filter(job_id__in=job_ids)
     artifacts = Artifact.objects.filter(job_id__in=job_ids, deleted_at__isnull=True)
-    versions, releases, artifacts = (
-        rows.order_by().values_list("job_id") for rows in (versions, releases, artifacts)
-    )
-    return {job_id for (job_id,) in versions.union(releases, artifacts)}
+    named = [rows.order_by().values_list("job_id") for rows in (versions, releases, artifacts)]
+    return {job_id for (job_id,) in named[0].union(*named[1:])}
 
 
 @dataclass

@@ -29,7 +29,9 @@ def from_app_json(app_dir: Path, platform: str) -> str:
     expo = document.get("expo", document) if isinstance(document, dict) else {}
     if not isinstance(expo, dict):
         return ""
-    native = expo.get(platform) if isinstance(expo.get(platform), dict) else {}
+    native = expo.get(platform)
+    if not isinstance(native, dict):
+        native = {}
     setting = native.get("runtimeVersion", expo.get("runtimeVersion"))
     if setting is None:
         return ""

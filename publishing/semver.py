@@ -13,6 +13,8 @@ Version = tuple[int, int, int]
 NUMBER = re.compile(r"^v?(\d+)(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?$")
 COMPARATOR = re.compile(r"^(<=|>=|<|>|=|~|\^)?\s*(.*)$")
 TOP: Version = (10**9, 0, 0)
+# One comparator: (low, low inclusive, high, high inclusive).
+Bounds = tuple[Version, bool, Version, bool]
 
 
 class RangeError(ValueError):
@@ -44,7 +46,8 @@ def _partial(text: str) -> tuple[list[int], int]:
 
 
 def _padded(numbers: list[int]) -> Version:
-    return tuple((numbers + [0, 0, 0])[:3])
+    major, minor, patch = (numbers + [0, 0, 0])[:3]
+    return major, minor, patch
 
 
 def _next(numbers: list[int]) -> Version:
@@ -55,9 +58,11 @@ def _next(numbers: list[int]) -> Version:
     return _padded(bumped)
 
 
-def _bounds(token: str) -> tuple[Version, bool, Version, bool]:
+def _bounds(token: str) -> Bounds:
     """One comparator as (low, low inclusive, high, high inclusive)."""
-    operator, rest = COMPARATOR.match(token).groups()
+    comparator = COMPARATOR.match(token)
+    assert comparator is not None  # an optional operator and (.*) match any token
+    operator, rest = comparator.groups()
     numbers, given = _partial(rest.strip())
     low, high = (0, 0, 0), TOP
     if operator in (None, "="):
@@ -89,12 +94,12 @@ def _bounds(token: str) -> tuple[Version, bool, Version, bool]:
 
 
 @lru_cache(maxsize=1024)
-def parse_range(text: str) -> tuple[tuple[tuple[Version, bool, Version, bool], ...], ...]:
+def parse_range(text: str) -> tuple[tuple[Bounds, ...], ...]:
     """``text`` as alternatives, each a tuple of comparators; RangeError when it is none."""
     text = text.strip()
     if not text or len(text) > 200:
         raise RangeError("a binary version range is 1 to 200 characters, e.g. 1.2.x or ^1.2.0")
-    alternatives = []
+    alternatives: list[tuple[Bounds, ...]] = []
     for alternative in text.split("||"):
         alternative = alternative.strip()
         hyphen = re.match(r"^(\S+)\s+-\s+(\S+)$", alternative)

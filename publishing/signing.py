@@ -86,6 +86,8 @@ def check_certificate(certificate: x509.Certificate, key: rsa.RSAPrivateKey) -> 
     now = dt.datetime.now(dt.UTC)
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         raise _refuse("The certificate is not valid now.", "certificate_pem")
+    usage: x509.KeyUsage | None
+    extended: x509.ExtendedKeyUsage | None
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
         extended = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -94,7 +96,8 @@ def check_certificate(certificate: x509.Certificate, key: rsa.RSAPrivateKey) -> 
     if (
         usage is None
         or not usage.digital_signature
-        or (ExtendedKeyUsageOID.CODE_SIGNING not in extended)
+        or extended is None
+        or ExtendedKeyUsageOID.CODE_SIGNING not in extended
     ):
         raise _refuse(
             "The certificate needs the digitalSignature key usage and the codeSigning extended "
@@ -194,6 +197,8 @@ def _private_key(key: SigningKey) -> rsa.RSAPrivateKey:
     if cached and cached[0] == key.version:
         return cached[1]
     private = serialization.load_pem_private_key(fernet().decrypt(key.encrypted), password=None)
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise TypeError(f"app {key.app_id}'s signing key is not an RSA key")
     with _loaded_lock:
         _loaded[key.app_id] = (key.version, private)
     return private
@@ -219,6 +224,8 @@ def signature_header(key: SigningKey, body: bytes) -> str:
 def verify(certificate_pem: str, body: bytes, signature_b64: str) -> bool:
     """Whether ``signature_b64`` signs ``body`` under the certificate (as a client checks)."""
     public = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        return False
     try:
         public.verify(base64.b64decode(signature_b64), body, padding.PKCS1v15(), hashes.SHA256())
     except (InvalidSignature, ValueError):

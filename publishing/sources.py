@@ -387,7 +387,7 @@ def extract_in_sandbox(context, archive: Path, fmt: str, dest: Path) -> dict:
             outcome["refused"] = detail
 
     command, readable = sandbox.python_script(
-        archives.__file__, fmt, caps.max_bytes, caps.max_entries, archive, dest
+        Path(archives.__file__), fmt, caps.max_bytes, caps.max_entries, archive, dest
     )
     code = context.run(command, on_line=read, check=False, readable=readable)
     if "refused" in outcome:

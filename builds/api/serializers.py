@@ -1,6 +1,8 @@
 import re
+import uuid
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from builds import registry
@@ -38,10 +40,12 @@ class AccountSerializer(serializers.ModelSerializer):
         fields = ["slug", "name", "tier", "created_at", "blocked", "limits", "usage"]
         read_only_fields = fields
 
-    def get_limits(self, account) -> LimitsSerializer:
+    @extend_schema_field(LimitsSerializer)
+    def get_limits(self, account) -> dict:
         return LimitsSerializer(account.effective_limits().as_dict()).data
 
-    def get_usage(self, account) -> UsageSerializer:
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, account) -> dict:
         return UsageSerializer(current_usage(account)).data
 
 
@@ -70,6 +74,8 @@ def redact_params(value):
 class JobListSerializer(serializers.ListSerializer):
     """Computes the queue insight of a whole page at once (a fixed number of queries)."""
 
+    child: "JobSerializer"
+
     def to_representation(self, data):
         jobs = list(data.all() if hasattr(data, "all") else data)
         self.child.insights = describe_jobs(jobs)
@@ -79,7 +85,9 @@ class JobListSerializer(serializers.ListSerializer):
 class JobSerializer(serializers.ModelSerializer):
     """A job's full state as every API shows it, with its place in the queue."""
 
-    account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    account: "serializers.SlugRelatedField[Account]" = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
     params = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
@@ -97,7 +105,7 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="Queued jobs: why the job is not running yet, in words."
     )
 
-    insights = None
+    insights: dict[uuid.UUID, JobInsight] | None = None
 
     class Meta:
         model = Job

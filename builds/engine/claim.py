@@ -65,8 +65,8 @@ def accounts_at_their_limit(running: dict[int, int] | None = None) -> list[int]:
         return [a.pk for a in accounts if a.running >= concurrency_limit(a)]
     if not running:
         return []
-    accounts = Account.objects.filter(pk__in=running).select_related("enterprise_limit")
-    return [a.pk for a in accounts if running[a.pk] >= concurrency_limit(a)]
+    with_jobs = Account.objects.filter(pk__in=running).select_related("enterprise_limit")
+    return [a.pk for a in with_jobs if running[a.pk] >= concurrency_limit(a)]
 
 
 def eligible_jobs():

@@ -58,7 +58,9 @@ def recent_duration(kind: str, sample: int | None = None) -> float | None:
         .order_by("-finished_at")
         .values_list("started_at", "finished_at")[:sample]
     )
-    durations = [(finished - started).total_seconds() for started, finished in rows if finished]
+    durations = [
+        (finished - started).total_seconds() for started, finished in rows if started and finished
+    ]
     return statistics.median(durations) if durations else None
 
 
@@ -87,7 +89,7 @@ class _QueueSnapshot:
         # grows with the square of the number of counts.
         rows = eligible_jobs().order_by().values("status").annotate(**counts)
         totals = next(iter(rows), None) or dict.fromkeys(counts, 0)
-        self.waiting = {cls: totals[f"class_{cls}"] for cls in CLASSES_BY_RANK}
+        self.waiting: dict[str, int] = {cls: totals[f"class_{cls}"] for cls in CLASSES_BY_RANK}
         self.ahead = {job.pk: totals[f"ahead_{index}"] for index, job in enumerate(queued)}
         self.ahead_in_account = {
             job.pk: totals[f"siblings_{index}"] for index, job in enumerate(queued)

@@ -6,6 +6,7 @@ changes nothing. Listeners hear about a change only after it is committed.
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -41,7 +42,7 @@ def next_state():
     return {"state_seq": F("state_seq") + 1}
 
 
-def _announce(job_id, outcome: str, lines: list[tuple] = ()) -> Job:
+def _announce(job_id, outcome: str, lines: Sequence[tuple] = ()) -> Job:
     """Reload the job and, on commit, log, push and signal its new state.
 
     ``lines``: the job's last log lines, counted into ``log_seq`` by the caller's UPDATE;
@@ -54,7 +55,9 @@ def _announce(job_id, outcome: str, lines: list[tuple] = ()) -> Job:
     return job
 
 
-def _notify_on_commit(job: Job, outcome: str, account_slug: str, lines: list[dict] = ()) -> None:
+def _notify_on_commit(
+    job: Job, outcome: str, account_slug: str, lines: Sequence[dict] = ()
+) -> None:
     """On commit: the outcome's log line, the push of ``lines`` (log events) and the new
     state, and the signals."""
 
@@ -99,7 +102,7 @@ def _done_by(what: str, by: str) -> list[tuple]:
     return [(timezone.now(), LogLevel.INFO, f"{what} by {by}.")] if by else []
 
 
-def _end_lease(job_id, lease_token, lines: list[tuple], **changes) -> int:
+def _end_lease(job_id, lease_token, lines: Sequence[tuple], **changes) -> int:
     """The lease holder's last UPDATE: the new state, the lease released and room made in
     ``log_seq`` for the job's last log lines (written with the reload, same transaction)."""
     return _leased(job_id, lease_token).update(
@@ -130,7 +133,7 @@ FROM done JOIN builds_account account ON account.id = done.account_id
 """
 
 
-def succeed_job(job_id, lease_token, result=None, *, lines: list[tuple] = ()) -> Job | None:
+def succeed_job(job_id, lease_token, result=None, *, lines: Sequence[tuple] = ()) -> Job | None:
     """``lines``: the job's last log lines, written with the end of the lease (as for every
     end of a lease below). On PostgreSQL in one statement (``_SUCCEED_SQL``)."""
     if connection.vendor != "postgresql":
@@ -155,12 +158,13 @@ def succeed_job(job_id, lease_token, result=None, *, lines: list[tuple] = ()) ->
         return None
     job = finished[0]
     stored = stored_line_messages(job.pk, job.log_seq, lines)
-    _notify_on_commit(job, "succeeded", job.account_slug, stored)
+    account_slug = job.account_slug  # type: ignore[attr-defined]  # the statement's column
+    _notify_on_commit(job, "succeeded", account_slug, stored)
     return job
 
 
 @transaction.atomic
-def _succeed_with_queries(job_id, lease_token, result, *, lines: list[tuple]) -> Job | None:
+def _succeed_with_queries(job_id, lease_token, result, *, lines: Sequence[tuple]) -> Job | None:
     updated = _end_lease(
         job_id,
         lease_token,
@@ -247,7 +251,7 @@ def renew_lease(job_id, lease_token) -> bool:
 
 @transaction.atomic
 def set_progress(job_id, lease_token, progress: int | None = None, stage: str | None = None):
-    changes = {}
+    changes: dict[str, int | str] = {}
     if progress is not None:
         changes["progress"] = max(0, min(100, int(progress)))
     if stage is not None:

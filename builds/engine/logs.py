@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from django.db import transaction
 from django.db.models import F
@@ -35,7 +36,7 @@ def append_logs(job_id, lines: list[tuple], *, lease_token=None) -> int:
     return last
 
 
-def numbered(job_id, last: int, lines: list[tuple]) -> list[JobLog]:
+def numbered(job_id, last: int, lines: Sequence[tuple]) -> list[JobLog]:
     """``(ts, level, message)`` lines as the job's log rows, numbered up to ``last``."""
     first = last - len(lines) + 1
     return [
@@ -44,7 +45,7 @@ def numbered(job_id, last: int, lines: list[tuple]) -> list[JobLog]:
     ]
 
 
-def store_lines(job_id, last: int, lines: list[tuple]) -> None:
+def store_lines(job_id, last: int, lines: Sequence[tuple]) -> None:
     """Write ``lines`` numbered up to ``last`` (the job's ``log_seq``, already advanced by
     their count in this transaction) and push them on commit."""
     entries = numbered(job_id, last, lines)
@@ -52,7 +53,7 @@ def store_lines(job_id, last: int, lines: list[tuple]) -> None:
     push_on_commit(job_id, *(log_message(entry) for entry in entries))
 
 
-def stored_line_messages(job_id, last: int, lines: list[tuple]) -> list[dict]:
+def stored_line_messages(job_id, last: int, lines: Sequence[tuple]) -> list[dict]:
     """The events of ``lines`` the caller stored numbered up to ``last``."""
     return [log_message(entry) for entry in numbered(job_id, last, lines)]
 

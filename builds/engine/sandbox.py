@@ -408,9 +408,12 @@ class Sandbox:
         where the service keeps its state).
         """
         bwrap = shutil.which(settings.BUILD_SANDBOX_BWRAP) or settings.BUILD_SANDBOX_BWRAP
+        etc = self._etc
+        if etc is None:
+            raise RuntimeError("Sandbox.open() prepares the sandbox before its commands")
         mounts = _system_mounts()
-        mounts += ["--ro-bind", str(self._etc / "passwd"), "/etc/passwd"]
-        mounts += ["--ro-bind", str(self._etc / "group"), "/etc/group"]
+        mounts += ["--ro-bind", str(etc / "passwd"), "/etc/passwd"]
+        mounts += ["--ro-bind", str(etc / "group"), "/etc/group"]
         shown = [Path(p) for p in SYSTEM_DIRS]
         program = Path(shutil.which(args[0]) or args[0])
         args = [str(program), *args[1:]]

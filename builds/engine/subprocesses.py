@@ -53,9 +53,11 @@ def supervise(
     as soon as ``must_stop()`` says so (asked at least every 0.1 s). Returns the exit code;
     nothing of the group is left running."""
     lines: queue.Queue = queue.Queue()
+    output = process.stdout
+    assert output is not None, "the process must be started with stdout=PIPE"
 
     def read():
-        for line in process.stdout:
+        for line in output:
             lines.put(line)
         lines.put(None)
 
@@ -79,5 +81,5 @@ def supervise(
     returncode = process.wait()
     signal_group(process.pid, signal.SIGKILL)  # grandchildren must not outlive the step
     reader.join(timeout=5)
-    process.stdout.close()
+    output.close()
     return returncode

@@ -1,6 +1,7 @@
 import hashlib
 import hmac
 import secrets
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,6 +12,9 @@ from django.utils import timezone
 from builds import limits
 from builds.choices import ADDON_MINUTES, AddOnKind, MembershipRole, Tier, TokenScope
 from builds.tiers import MAX_BUNDLE_MB_OVERRIDE, MAX_CONCURRENT_OVERRIDE, TIERS
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class Account(models.Model):
@@ -23,7 +27,7 @@ class Account(models.Model):
     blocked = models.BooleanField(default=False)
     blocked_reason = models.CharField(max_length=500, blank=True)
     blocked_at = models.DateTimeField(null=True, blank=True)
-    members = models.ManyToManyField(
+    members: "models.ManyToManyField[User, Membership]" = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="accounts", blank=True
     )
 

@@ -107,7 +107,8 @@ class DirectUploadRequestSerializer(serializers.Serializer):
 class DirectUploadFormSerializer(serializers.Serializer):
     url = serializers.URLField()
     method = serializers.CharField()
-    fields = serializers.DictField(child=serializers.CharField())
+    # A field named like Serializer.fields: DRF's metaclass takes declared fields off the class.
+    fields = serializers.DictField(child=serializers.CharField())  # type: ignore[assignment]
 
 
 class DirectUploadSerializer(SourceUploadSerializer):
@@ -331,7 +332,7 @@ class DeviceSerializer(serializers.ModelSerializer):
         model = Device
         fields = ["device_id", "platform", "runtime_version", "created_at", "last_seen"]
         read_only_fields = ["created_at", "last_seen"]
-        validators = []  # (app, device_id) is unique: registering again updates the device
+        validators: list = []  # (app, device_id) is unique: registering again updates the device
 
 
 def artifact_link(artifact, request) -> str:
@@ -347,7 +348,8 @@ class BuildRequestSerializer(serializers.Serializer):
     stage = serializers.ChoiceField(choices=BuildStage.choices, default=BuildStage.BUILD)
     provider = serializers.ChoiceField(choices=Provider.choices, required=False)
     channel = serializers.ChoiceField(choices=Channel.choices, default=Channel.PRODUCTION)
-    source = serializers.DictField(required=False)
+    # A field named like Field.source: DRF's metaclass takes declared fields off the class.
+    source = serializers.DictField(required=False)  # type: ignore[assignment]
     timeout_minutes = serializers.IntegerField(required=False, min_value=1)
     dry_run = serializers.BooleanField(default=False)
 

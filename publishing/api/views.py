@@ -252,7 +252,10 @@ class AppViewSet(
     @action(detail=True, methods=["get"])
     def deployments(self, request, slug=None):
         """The app's CodePush deployment keys, one per environment and platform."""
-        rows = self.paginate_queryset(codepush.deployments_of(self.get_object()))
+        # DRF pages any sequence; its stubs ask for a queryset.
+        rows: list | None = self.paginate_queryset(
+            codepush.deployments_of(self.get_object())  # type: ignore[arg-type]
+        )
         return self.get_paginated_response(DeploymentSerializer(rows, many=True).data)
 
     @extend_schema(request=None, responses=DeploymentSerializer)
@@ -467,7 +470,7 @@ class UpdateCheckView(APIView):
             params["platform"],
             params["device"] or request.headers.get("X-Device-Id", ""),
             params["current"],
-            release["id"] if update is not None else None,
+            release["id"] if release is not None and update is not None else None,
         )
         if update is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -574,7 +577,7 @@ class ExpoManifestView(APIView):
             return _expo_response(_expo_directive(directive, expo_request, key))
         manifest = expo.manifest_for(release, expo_request, asset_url)
         if env in ENVIRONMENTS:
-            offered = release["id"] if manifest is not None else None
+            offered = release["id"] if release is not None and manifest is not None else None
             checkins.expo_check(app.pk, env, expo_request.platform, request.headers, offered)
         if manifest is None:
             return _expo_response(HttpResponse(status=status.HTTP_204_NO_CONTENT))
@@ -681,12 +684,12 @@ class CodePushUpdateCheckView(APIView):
 
         deployment, app, release = codepush.check_state(query)
         refuse_when_limited(request, app.app_key if app else "", per_address=False)
-        if app is not None:
+        if deployment is not None and app is not None:
             edge.remember(request, app.app_key, deployment["env"], app.slug, release, app.pk)
             edge.remember_deployment(request, str(query["deployment_key"]), deployment)
         info = codepush.update_info(deployment, release, query, package_url)
-        if app is not None:
-            offered = release["id"] if info["is_available"] else None
+        if deployment is not None and app is not None:
+            offered = release["id"] if release is not None and info["is_available"] else None
             checkins.codepush_check(
                 app.pk, deployment["env"], deployment["platform"], query, offered
             )

@@ -202,7 +202,7 @@ def test_an_expired_entry_is_refreshed_by_one_check_while_the_others_get_the_old
         def build_absolute_uri(self, path):
             return "http://testserver" + path
 
-    edge.remember(Request(), "key", "production", "shop", {"id": 1})
+    edge.remember(Request(), "key", "production", "shop", {"id": 1}, app_id=1)
     assert edge.remembered_release("key", "production", "shop") == (True, {"id": 1})
     assert edge.remembered_release("key", "production", "other") == (False, None)
     assert edge.remembered_release("key", "staging", "shop") == (False, None)

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import cast
 
 from django.conf import settings
 from django.core.management import call_command
@@ -64,9 +65,9 @@ class Command(BaseCommand):
             while not stop.stopping:
                 exited = [child for child in children if child.poll() is not None]
                 if exited:
+                    command = " ".join(cast(list[str], exited[0].args)[1:4])
                     self.stderr.write(
-                        f"{' '.join(exited[0].args[1:4])} exited with {exited[0].returncode}; "
-                        "stopping everything."
+                        f"{command} exited with {exited[0].returncode}; stopping everything."
                     )
                     break
                 time.sleep(0.5)

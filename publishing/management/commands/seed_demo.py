@@ -28,7 +28,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, quiet_if_seeded, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-        self.created = []
+        self.created: list[str] = []
         with transaction.atomic():
             admin, password = self._admin()
             accounts = [self._account(tier) for tier in Tier.values]
