@@ -194,7 +194,7 @@ def _union_all(parts: list[tuple[str, str, list]]) -> list[tuple]:
     if not parts:
         return []
     sql = " UNION ALL ".join(
-        f"SELECT '{tag}', part{number}.* FROM ({part_sql}) part{number}"
+        f"SELECT '{tag}', part{number}.* FROM ({part_sql}) part{number}"  # noqa: S608 - own tags and SQL
         for number, (tag, part_sql, _) in enumerate(parts)
     )
     with connection.cursor() as cursor:

@@ -325,7 +325,7 @@ def on_job_completed(sender, job: Job, **kwargs) -> None:
             linked = sorted(assessment.linked_accounts)[:RESCORE_LINKED_LIMIT]
             for other in Account.objects.filter(pk__in=linked):
                 score_account(other)
-    except Exception:  # noqa: BLE001 - scoring must not fail a finished build
+    except Exception:  # scoring must not fail a finished build
         logger.exception("abuse: could not record the bundle of job %s", job.pk)
 
 

@@ -14,7 +14,7 @@ def daily_duration_svg(daily: list[dict]) -> SafeString:
     """p50 and p95 build duration per day, as a line chart with a point per day."""
     points = [day for day in daily if day["p50"] is not None]
     if not points:
-        return mark_safe('<p class="help">No finished runs in this period.</p>')  # noqa: S308
+        return mark_safe('<p class="help">No finished runs in this period.</p>')
     peak = max(day["p95"] for day in points) or 1
     plot_width, plot_height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     step = plot_width / max(len(points) - 1, 1)

@@ -19,5 +19,5 @@ def push_build_status() -> None:
         async_to_sync(layer.group_send)(
             STATUS_GROUP, {"type": "build.status", "status": reports.build_status()}
         )
-    except Exception:  # noqa: BLE001 - Redis down: the banner catches up on the next push
+    except Exception:  # Redis down: the banner catches up on the next push
         logger.warning("could not push the build status", exc_info=True)

@@ -63,7 +63,7 @@ class CacheRateThrottle(BaseThrottle):
                 usage = get_usage(request, group=group, key=key, rate=rate, increment=True)
                 if group.startswith("account-rate:"):
                     request.account_budget_spent = _budget_cache_key(request, group, key, rate)
-            except Exception:  # noqa: BLE001 - any cache failure: answer rather than refuse
+            except Exception:  # any cache failure: answer rather than refuse
                 logger.warning("rate limit cache unavailable; request allowed", exc_info=True)
                 return True
             if usage is not None and usage["should_limit"]:
@@ -94,7 +94,7 @@ def refund_account_budget(request) -> None:
         caches[settings.RATELIMIT_USE_CACHE].decr(cache_key)
     except ValueError:
         pass  # the window has ended since: the counter is gone with it
-    except Exception:  # noqa: BLE001 - a cache failure costs the caller one share at most
+    except Exception:  # a cache failure costs the caller one share at most
         logger.warning("rate limit cache unavailable; budget not refunded", exc_info=True)
 
 

@@ -141,7 +141,7 @@ class Client:
             form["url"], data=chunks, method=form.get("method", "POST"), headers=headers
         )
         try:
-            urllib.request.urlopen(request, timeout=TIMEOUT).close()  # noqa: S310 - http(s) form
+            urllib.request.urlopen(request, timeout=TIMEOUT).close()  # http(s) form
         except urllib.error.HTTPError as error:
             detail = error.read()[:300].decode("utf-8", "replace")
             raise CliError(
@@ -161,7 +161,7 @@ class Client:
         if location:
             link = urllib.parse.urljoin(self.absolute(path), location)
             try:
-                source = urllib.request.urlopen(link, timeout=TIMEOUT)  # noqa: S310 - http(s) link
+                source = urllib.request.urlopen(link, timeout=TIMEOUT)  # http(s) link
             except urllib.error.HTTPError as error:
                 raise error_from_response(error.code, error.read(), error.headers) from None
             except (urllib.error.URLError, OSError) as error:

@@ -19,7 +19,7 @@ def release_health_svg(health: dict) -> SafeString:
     """Adoption and failure rate per release of one environment, a pair of bars each."""
     rows = [row for row in health["releases"] if not row["directive"]][:10]
     if not rows:
-        return mark_safe('<p class="help">No release in this environment.</p>')  # noqa: S308
+        return mark_safe('<p class="help">No release in this environment.</p>')
     height = TOP + ROW * len(rows) + 8
 
     def width(value):

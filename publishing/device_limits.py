@@ -127,7 +127,7 @@ class Limiter:
         while not self._stopped.wait(FLUSH_SECONDS):
             try:
                 self.flush()
-            except Exception:  # noqa: BLE001 - the thread must outlive any one bad flush
+            except Exception:  # the thread must outlive any one bad flush
                 logger.exception("device limits: flush failed")
 
     def stop(self) -> None:

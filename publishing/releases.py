@@ -247,7 +247,7 @@ def write_atomically(key: str, content: bytes) -> str:
         os.replace(handle.name, target)
         return key
     s3: Any = storage  # an S3Storage (django-storages has no type information)
-    s3.bucket.Object(s3._normalize_name(key)).put(  # noqa: SLF001 - S3 overwrite
+    s3.bucket.Object(s3._normalize_name(key)).put(  # S3 overwrite
         Body=content, ContentType="application/json"
     )
     return key

@@ -29,7 +29,7 @@ def _advance_cursor() -> int:
     rolls the advance back with it.
     """
     table = connection.ops.quote_name(FairnessCursor._meta.db_table)
-    sql = f"UPDATE {table} SET position = position + 1 WHERE id = 1 RETURNING position"
+    sql = f"UPDATE {table} SET position = position + 1 WHERE id = 1 RETURNING position"  # noqa: S608 - a quoted table name
     with connection.cursor() as cursor:
         cursor.execute(sql)
         row = cursor.fetchone()
@@ -119,7 +119,7 @@ def _sql_array(values, kind: str) -> str:
 # The cycle, the classes and the tiers' limits are constants of this process, written into
 # the statement once: only the worker, the lease token and its length vary per call.
 _CLAIM_SQL = (
-    "SELECT * FROM buildhub_claim_job(%s, %s::uuid, %s, "
+    "SELECT * FROM buildhub_claim_job(%s, %s::uuid, %s, "  # noqa: S608 - constants of the code
     f"{_sql_array(CYCLE, 'text')}, {_sql_array(CLASSES_BY_RANK, 'text')}, "
     f"{_sql_array(TIERS, 'text')}, "
     f"{_sql_array([spec.max_concurrent for spec in TIERS.values()], 'integer')}, "

@@ -120,7 +120,7 @@ def push(job_id, *messages: dict) -> None:
         if _push_loop.watched(group):
             for message in messages:
                 _push_loop.send(group, {"type": "job.event", **message})
-    except Exception:  # noqa: BLE001 - clients resync from the database on reconnect
+    except Exception:  # clients resync from the database on reconnect
         events = ", ".join(sorted({message.get("event", "?") for message in messages}))
         logger.warning("could not push %s for job %s", events, job_id, exc_info=True)
 

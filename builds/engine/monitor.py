@@ -67,7 +67,7 @@ class Monitor(threading.Thread):
                     self._looking = watch.context
                 try:
                     self._look(watch)
-                except Exception:  # noqa: BLE001 - a failing look must not leave a job unwatched
+                except Exception:  # a failing look must not leave a job unwatched
                     logger.exception(
                         "monitor of job %s failed; stopping the job", watch.context.job.pk
                     )

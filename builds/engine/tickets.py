@@ -41,7 +41,7 @@ def issue_ticket(count: int = 1) -> int:
         for _ in range(count):
             async_task(TICKET_TASK, save=False, broker=ticket_broker())
             sent += 1
-    except Exception:  # noqa: BLE001 - broker down: the reconciler re-issues later
+    except Exception:  # broker down: the reconciler re-issues later
         logger.warning("could not send a dispatch ticket; the reconciler will", exc_info=True)
     return sent
 

@@ -104,7 +104,7 @@ class Supervisor:
             self.next_periodic[task.name] = now + task.interval_seconds
             try:
                 outcome = task.run()
-            except Exception:  # noqa: BLE001 - one failing task must not stop the others
+            except Exception:  # one failing task must not stop the others
                 logger.exception("periodic task %r failed", task.name)
                 continue
             if outcome is not None:
@@ -115,7 +115,7 @@ class Supervisor:
         try:
             self.scale()
             self.sweep()
-        except Exception:  # noqa: BLE001 - e.g. the database restarting: try again next tick
+        except Exception:  # e.g. the database restarting: try again next tick
             logger.exception("supervisor tick failed")
 
     def stop(self, grace: float) -> None:
