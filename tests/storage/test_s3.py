@@ -197,9 +197,7 @@ def test_reading_an_artifact_from_storage_that_cannot_be_used_is_a_503_and_a_los
 
 
 @pytest.mark.django_db(transaction=True)  # the publish job runs as a worker runs it
-def test_a_job_that_cannot_reach_storage_is_retried_not_failed(
-    s3_storage, settings, app, tmp_path
-):
+def test_a_job_that_cannot_reach_storage_is_retried_not_failed(s3_storage, settings, app, tmp_path):
     job, _, _ = finished_ota_build(app, tmp_path=tmp_path)
     version = releases.create_version(app, [job.pk])
     publish_job, _ = releases.request_publish(version, "production")
