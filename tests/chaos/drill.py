@@ -440,29 +440,18 @@ class Drill:
             finished = [run for run in runs.get(job_id, []) if "end" in run]
             if job["status"] == "succeeded" and not finished:
                 lost.append(job_id)  # "succeeded" without a complete execution
-        overlapping = 0
-        per_account = defaultdict(list)
-        for job_id, job_runs in runs.items():
-            spans = sorted(
-                (run["start"], run.get("end", run.get("alive_until"))) for run in job_runs
-            )
-            overlapping += sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
-            if job_id in jobs:
-                per_account[jobs[job_id]["account_id"]].extend(spans)
+        overlapping, per_account = executions(
+            runs, {job_id: job["account_id"] for job_id, job in jobs.items()}
+        )
         caps = {}
         for account_id, spans in per_account.items():
             peak = max_concurrent(spans)
             caps[str(account_id)] = {"peak": peak, "limit": self.caps[account_id]}
             if peak > self.caps[account_id]:
                 problems.append(f"account {account_id} ran {peak} > {self.caps[account_id]}")
-        ws_bad, reconnects, resumed = [], 0, 0
-        for followers in self.followers.values():
-            for job_id, result in followers.results.items():
-                reconnects += result["reconnects"]
-                resumed += bool(result["reconnects"])
-                expected = list(range(1, jobs[job_id]["log_seq"] + 1)) if job_id in jobs else []
-                if result["seqs"] != expected or result["errors"] or result["final"] is None:
-                    ws_bad.append(job_id)
+        ws_bad, resumed, reconnects = followed_badly(
+            self.followers.values(), {job_id: job["log_seq"] for job_id, job in jobs.items()}
+        )
         workspaces_left = len(list(self.workspaces.glob("buildhub-job-*")))
         statuses = defaultdict(int)
         for job in jobs.values():
@@ -534,6 +523,36 @@ class Drill:
         print("CHAOS " + line(report["summary"] | {"phase": "total"}), flush=True)
         print(f"wrote {self.out / name}")
         return 0 if report["ok"] else 1
+
+
+def executions(runs: dict, owner: dict) -> tuple[int, dict]:
+    """Overlapping executions of one job (run twice), and each owner's execution spans.
+
+    ``runs``: ``Markers.runs()``; ``owner``: job id to whatever the spans are grouped by.
+    A killed execution lasts until its child was last seen alive.
+    """
+    overlapping = 0
+    per_owner = defaultdict(list)
+    for job_id, job_runs in runs.items():
+        spans = sorted((run["start"], run.get("end", run.get("alive_until"))) for run in job_runs)
+        overlapping += sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+        if job_id in owner:
+            per_owner[owner[job_id]].extend(spans)
+    return overlapping, per_owner
+
+
+def followed_badly(all_followers, log_seqs: dict) -> tuple[list[str], int, int]:
+    """Jobs whose follower missed or repeated a log line or the final status; how many
+    followers resumed after losing their connection, and their reconnections in all."""
+    bad, resumed, reconnects = [], 0, 0
+    for followers in all_followers:
+        for job_id, result in followers.results.items():
+            reconnects += result["reconnects"]
+            resumed += bool(result["reconnects"])
+            expected = list(range(1, log_seqs[job_id] + 1)) if job_id in log_seqs else []
+            if result["seqs"] != expected or result["errors"] or result["final"] is None:
+                bad.append(job_id)
+    return bad, resumed, reconnects
 
 
 def max_concurrent(spans) -> int:
