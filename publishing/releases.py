@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from buildhub import metrics
 from buildhub.errors import ServiceError
+from buildhub.internals import s3_object_key
 from buildhub.storage import storage_unavailable_as_503
 from builds.choices import JobStatus
 from builds.engine.exceptions import JobFailed
@@ -247,7 +248,7 @@ def write_atomically(key: str, content: bytes) -> str:
         os.replace(handle.name, target)
         return key
     s3: Any = storage  # an S3Storage (django-storages has no type information)
-    s3.bucket.Object(s3._normalize_name(key)).put(  # S3 overwrite
+    s3.bucket.Object(s3_object_key(s3, key)).put(  # an S3 PUT replaces the object whole
         Body=content, ContentType="application/json"
     )
     return key

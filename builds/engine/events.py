@@ -12,6 +12,8 @@ from channels.layers import channel_layers
 from channels_redis.core import RedisChannelLayer
 from django.db import transaction
 
+from buildhub.internals import channel_group_location
+
 logger = logging.getLogger("buildhub.jobs")
 
 # Sent after commit with sender=Job, job=<Job>, outcome=<status or "retrying">.
@@ -88,14 +90,14 @@ class _PushLoop:
         _, layer = self.start()
         if not isinstance(layer, RedisChannelLayer):
             return True
-        index = layer.consistent_hash(group)
+        where = channel_group_location(layer, group)
         with self._lock:
-            if index not in self._groups:
-                host = dict(layer.hosts[index])
+            if where.index not in self._groups:
+                host = dict(layer.hosts[where.index])
                 address = host.pop("address", None)
-                self._groups[index] = _GroupSizes(address, host) if address else None
-            sizes = self._groups[index]
-        return sizes is None or sizes.size(layer._group_key(group)) > 0
+                self._groups[where.index] = _GroupSizes(address, host) if address else None
+            sizes = self._groups[where.index]
+        return sizes is None or sizes.size(where.key) > 0
 
     def send(self, group: str, message: dict) -> None:
         loop, layer = self.start()

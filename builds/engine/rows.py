@@ -9,9 +9,8 @@ converters apply) made once per statement instead of on every call.
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models.sql.compiler import SQLCompiler
-from django.db.models.sql.query import Query
 
+from buildhub.internals import column_converters, convert_row, prepared_cursor
 from builds.models import Job
 
 _plans: dict[tuple, tuple] = {}
@@ -33,53 +32,17 @@ def _plan(db, sql: str, cursor) -> tuple:
             raise ValueError("the statement must return the job's primary key")
         positions = [position_of[field.column] for field in returned]
         extras = [(c, p) for c, p in position_of.items() if c not in fields_by_column]
-        cols = [
-            fields_by_column[column].get_col(Job._meta.db_table)
-            if column in fields_by_column
-            else None
-            for column in columns
-        ]
-        compiler = SQLCompiler(Query(Job), db, db.alias)
-        # get_converters skips the None of a column that is no field; its stubs want none.
-        converters = compiler.get_converters(cols)  # type: ignore[arg-type]
-        _plans[key] = (names, positions, extras, converters)
+        _plans[key] = (names, positions, extras, column_converters(Job, db, columns))
     return _plans[key]
-
-
-def _prepared_cursor_class():
-    # psycopg 3's server-side binding cursor, as Django's backend exports it (not in its stubs).
-    from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
-        ServerBindingCursor,
-    )
-
-    class PreparedCursor(ServerBindingCursor):
-        def execute(self, query, params=None, *, prepare=None, binary=None):
-            return super().execute(query, params, prepare=True, binary=binary)
-
-    return PreparedCursor
-
-
-_PreparedCursor = None
-# psycopg prepares nothing while a connection's threshold is None, even when asked; with
-# this one it prepares only the statements that ask (Django's own cursors never do).
-ONLY_WHEN_ASKED = 2**31 - 1
 
 
 def _cursor(db):
     """On PostgreSQL a cursor whose statements are prepared (unless JOB_PREPARED_STATEMENTS
     is off), wrapped as Django wraps its own (query logging and counting see it);
     elsewhere Django's cursor."""
-    global _PreparedCursor
     if db.vendor != "postgresql" or not settings.JOB_PREPARED_STATEMENTS:
         return db.cursor()
-    db.cursor().close()  # Django's checks: connected, healthy, right thread
-    if _PreparedCursor is None:
-        _PreparedCursor = _prepared_cursor_class()
-    driver = db.connection
-    if driver.prepare_threshold is None:  # Django's default: nothing prepared by itself
-        driver.prepare_threshold = ONLY_WHEN_ASKED
-    prepared = _PreparedCursor(driver)
-    return db.make_debug_cursor(prepared) if db.queries_logged else db.make_cursor(prepared)
+    return prepared_cursor(db)
 
 
 def fetch_jobs(sql: str, params) -> list[Job]:
@@ -94,9 +57,7 @@ def fetch_jobs(sql: str, params) -> list[Job]:
     jobs = []
     for row in rows:
         values = list(row)
-        for position, (converter_list, expression) in converters.items():
-            for converter in converter_list:
-                values[position] = converter(values[position], expression, db)
+        convert_row(values, converters, db)
         job = Job.from_db(db.alias, names, [values[position] for position in positions])
         for column, position in extras:
             setattr(job, column, values[position])

@@ -14,8 +14,9 @@ import os
 
 from django.conf import settings
 from django_q.brokers import get_broker
-from django_q.conf import Conf
 from django_q.tasks import async_task
+
+from buildhub.internals import django_q_redis_settings
 
 logger = logging.getLogger("buildhub.jobs")
 
@@ -27,7 +28,7 @@ _brokers: dict = {}
 def ticket_broker():
     """This process's broker: django-q2 makes a new one, with a new Redis connection, for
     every task it is not handed (about 5 ms a ticket). A forked worker makes its own."""
-    key = (os.getpid(), str(Conf.REDIS))
+    key = (os.getpid(), str(django_q_redis_settings()))
     if key not in _brokers:
         _brokers.clear()
         _brokers[key] = get_broker()
