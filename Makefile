@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hash
 VAR_DIR := $(or $(BUILDHUB_VAR_DIR),var)
 TOOLCHAIN_STAMP := toolchain/node_modules/.installed-$(shell $(PYTHON) -c 'import hashlib,sys; print(hashlib.sha256(open("toolchain/package-lock.json","rb").read()).hexdigest()[:12])')
 
-.PHONY: run test test-suite test-fast test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos clean
+.PHONY: run test test-suite test-fast test-s3 test-pgbouncer s3 lint venv toolchain clients sandbox observability browser pooler migrate bench load chaos fleet clean
 
 venv: $(STAMP)
 
@@ -162,6 +162,12 @@ load: venv
 # CHAOS_ARGS="--quick" is the short CI variant (3 kill rounds, Redis stopped 5 s).
 chaos: venv
 	$(PY) -m tests.chaos $(CHAOS_ARGS)
+
+# Multi-node drill: two nodes (web + workers each, own var dir and workspace root) on one
+# private PostgreSQL and Redis and a SeaweedFS S3 server under var/fleet/; node A is killed
+# whole and restarted under load. FLEET_ARGS="--quick" is the short CI variant. docs/fleet.md.
+fleet: venv
+	$(PY) -m tests.fleet $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) var toolchain/node_modules tests/clients/node_modules

@@ -16,13 +16,13 @@ from django_q.conf import Conf
 
 
 class GroupLocation(NamedTuple):
-    index: int  # which of the layer's hosts holds the group
+    host_index: int  # which of the layer's hosts holds the group
     key: bytes  # the sorted set of the group's channels on that host
 
 
 def channel_group_location(layer, group: str) -> GroupLocation:
     """Where a ``channels_redis`` RedisChannelLayer keeps the members of ``group``: the index
-    of its host (``layer.hosts[index]``) and the key of the group's sorted set there (private:
+    of its host (``layer.hosts[host_index]``) and the key of the group's sorted set there (private:
     ``RedisChannelLayer._group_key``)."""
     return GroupLocation(layer.consistent_hash(group), layer._group_key(group))
 
@@ -68,9 +68,7 @@ def _prepared_cursor_class():
     # Deferred: the PostgreSQL backend module loads the psycopg driver, which the embedded
     # default (SQLite) never needs; only a PostgreSQL connection gets here.
     # psycopg 3's server-side binding cursor, as Django's backend exports it (not in its stubs).
-    from django.db.backends.postgresql.base import (  # type: ignore[attr-defined]
-        ServerBindingCursor,
-    )
+    from django.db.backends.postgresql.base import ServerBindingCursor
 
     class PreparedCursor(ServerBindingCursor):
         def execute(self, query, params=None, *, prepare=None, binary=None):

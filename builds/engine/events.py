@@ -92,11 +92,11 @@ class _PushLoop:
             return True
         where = channel_group_location(layer, group)
         with self._lock:
-            if where.index not in self._groups:
-                host = dict(layer.hosts[where.index])
+            if where.host_index not in self._groups:
+                host = dict(layer.hosts[where.host_index])
                 address = host.pop("address", None)
-                self._groups[where.index] = _GroupSizes(address, host) if address else None
-            sizes = self._groups[where.index]
+                self._groups[where.host_index] = _GroupSizes(address, host) if address else None
+            sizes = self._groups[where.host_index]
         return sizes is None or sizes.size(where.key) > 0
 
     def send(self, group: str, message: dict) -> None:

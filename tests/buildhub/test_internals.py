@@ -33,7 +33,7 @@ def test_a_channel_group_is_the_sorted_set_of_its_channels_where_channels_redis_
     assert isinstance(layer, RedisChannelLayer)
     group = f"job.{uuid.uuid4()}"
     where = channel_group_location(layer, group)
-    host = dict(layer.hosts[where.index])
+    host = dict(layer.hosts[where.host_index])
     client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(host.pop("address"), **host))
 
     async def join_then_leave():
