@@ -13,6 +13,7 @@ from django.utils.safestring import mark_safe
 
 from buildhub.admin import ReadOnlyAdminMixin
 from buildhub.errors import ServiceError
+from builds import registry
 from builds.choices import JobStatus, TokenScope
 from builds.engine import lifecycle
 from builds.engine import workers as worker_service
@@ -434,7 +435,7 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 "log_lines": logs,
                 "log_after": logs[-1].seq if logs else 0,
                 "log_truncated": bool(logs) and logs[0].seq > 1,
-                "artifacts": job_artifacts(job),
+                "artifacts": registry.job_outputs(job),
                 "channel": (job.params or {}).get("channel", ""),
                 "verbs": available_verbs(job, request.user),
                 "ws_url": f"/ws/jobs/{job.pk}/",
@@ -456,17 +457,6 @@ def available_verbs(job, user) -> list[tuple[str, str, str]]:
     return [
         (verb, label, reverse(f"admin:builds_job_{verb}", args=[job.pk])) for verb, label in verbs
     ]
-
-
-def job_artifacts(job) -> list[dict]:
-    """The job's artifacts with a link an operator can open (signed, short-lived)."""
-    # Deferred: builds does not import publishing when it loads (publishing imports builds).
-    from publishing.artifacts import signed_file_url
-
-    rows = []
-    for artifact in job.artifacts.filter(deleted_at__isnull=True).order_by("created_at"):
-        rows.append({"artifact": artifact, "link": signed_file_url(artifact)})
-    return rows
 
 
 @admin.register(JobLog)

@@ -25,6 +25,7 @@ _kinds: dict[str, JobKind] = {}
 _submission_checks: list[Callable] = []
 _periodic: dict[str, PeriodicTask] = {}
 _job_keepers: list[Callable] = []
+_job_outputs: list[Callable] = []
 
 
 def register_kind(
@@ -76,3 +77,14 @@ def register_job_keeper(keeper: Callable) -> None:
 
 def job_keepers() -> list[Callable]:
     return list(_job_keepers)
+
+
+def register_job_outputs(lister: Callable) -> None:
+    """``lister(job)`` returns what its app stored for the job, as ``{"artifact", "link"}``
+    rows (a link an operator can open); the job's admin page lists them."""
+    if lister not in _job_outputs:
+        _job_outputs.append(lister)
+
+
+def job_outputs(job) -> list[dict]:
+    return [row for lister in _job_outputs for row in lister(job)]

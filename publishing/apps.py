@@ -58,6 +58,7 @@ class PublishingConfig(AppConfig):
             retention=True,
         )
         registry.register_job_keeper(retention.jobs_still_needed)
+        registry.register_job_outputs(artifacts.job_outputs)
         for signal in (post_save, post_delete):
             signal.connect(
                 releases.forget_app_key, sender="publishing.App", dispatch_uid="forget-app-key"

@@ -133,6 +133,17 @@ def artifact_for_token(artifact_id, token: str) -> Artifact:
     return artifact
 
 
+def job_outputs(job) -> list[dict]:
+    """The job's artifacts with a link an operator can open (signed, short-lived), for the
+    job's admin page."""
+    return [
+        {"artifact": artifact, "link": signed_file_url(artifact)}
+        for artifact in Artifact.objects.filter(job=job, deleted_at__isnull=True).order_by(
+            "created_at"
+        )
+    ]
+
+
 def open_artifact(artifact: Artifact):
     """The artifact's file, opened now (on S3 that asks the bucket): storage that cannot be
     reached answers 503, a file gone from it 410, never a 500."""
