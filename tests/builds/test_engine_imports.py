@@ -77,3 +77,24 @@ def test_a_deferred_import_that_closes_a_cycle_is_found():
 
 def test_the_exceptions_executors_raise_need_no_other_engine_module():
     assert import_graph()["exceptions"] == set()
+
+
+def test_builds_imports_nothing_of_the_apps_built_on_it():
+    """``publishing``, ``abuse`` and ``buildevents`` import ``builds``, never the other way:
+    where ``builds`` must reach them, they register in ``builds.registry``."""
+    outward = ("publishing", "abuse", "buildevents")
+    offenders = []
+    for path in sorted(ENGINE.parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            offenders += [
+                f"{path.relative_to(ENGINE.parent.parent)}: {name}"
+                for name in names
+                if name.split(".")[0] in outward
+            ]
+    assert offenders == []
