@@ -6,8 +6,10 @@ from rest_framework.test import APIClient
 
 from buildhub.embedded_redis import EmbeddedRedis
 from builds.choices import Tier, TokenScope
-from builds.services import create_account, create_api_token
+from builds.services import create_api_token
+from tests.support.accounts import make_account
 from tests.support.live import LIVE_FIXTURES, worker_processes  # noqa: F401 - a fixture
+from tests.support.publishing import tmp_storage  # noqa: F401 - a fixture
 from tests.support.s3 import s3_server, s3_storage, s3_storage_for_run  # noqa: F401 - fixtures
 
 TIERS = ("unit", "integration", "e2e")
@@ -143,10 +145,6 @@ def clear_cache():
     cache.clear()
     yield
     cache.clear()
-
-
-def make_account(tier: str, name: str | None = None):
-    return create_account(name or f"{Tier(tier).label} Co", tier=tier)
 
 
 @pytest.fixture

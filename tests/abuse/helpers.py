@@ -13,7 +13,7 @@ from builds.engine import lifecycle
 from builds.engine.submit import submit_job
 from builds.models import Account, Job
 from tests.builds.engine_helpers import BUILD_KIND, held_lease
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 FARM_IP = "203.0.113.50"
 

@@ -31,7 +31,7 @@ from builds.services import create_account
 from publishing import asgi, checkins, edge, releases
 from publishing.models import App
 from tests.bench.helpers import row
-from tests.publishing.conftest import finished_ota_build
+from tests.support.publishing import finished_ota_build
 
 SHARE_TARGET = 3.0  # percent
 

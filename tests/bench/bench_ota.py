@@ -35,8 +35,8 @@ from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import asgi, checkins, codepush, edge, releases, signing
 from tests.bench.helpers import percentile, row, started_web, wait_until
-from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+from tests.support.accounts import make_account
 
 CLIENTS = 100
 CORES = os.cpu_count() or 1

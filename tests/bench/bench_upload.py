@@ -24,9 +24,9 @@ from buildhub_cli.cli import send_source
 from builds.choices import Tier
 from builds.services import create_api_token
 from tests.bench.helpers import row, started_web, wait_until
-from tests.conftest import make_account
 from tests.publishing.ota_helpers import make_app
 from tests.support import s3
+from tests.support.accounts import make_account
 
 MB = 1024 * 1024
 

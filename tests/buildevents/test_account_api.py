@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from builds.choices import TokenScope
 from builds.models import ApiToken
-from tests.buildevents.conftest import EventsClient, at, event, finished_run, started
-from tests.conftest import make_account
+from tests.support.accounts import make_account
+from tests.support.build_events import EventsClient, at, event, finished_run, started
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from buildevents.models import BuildRun, Notification
 from builds import registry
 from builds.management.commands.runworkers import Supervisor
-from tests.buildevents.conftest import at, event, finished_run, started
+from tests.support.build_events import at, event, finished_run, started
 
 pytestmark = pytest.mark.django_db
 

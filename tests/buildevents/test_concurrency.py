@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 
 from buildevents.models import BuildRun, BuildRunEvent
-from tests.buildevents.conftest import EventsClient, event, started
+from tests.support.build_events import EventsClient, event, started
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

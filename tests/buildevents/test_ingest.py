@@ -6,7 +6,7 @@ from buildevents.choices import RunStatus
 from buildevents.models import BuildRun, BuildRunEvent
 from builds.choices import TokenScope
 from builds.services import revoke_api_token
-from tests.buildevents.conftest import EventsClient, at, event, started
+from tests.support.build_events import EventsClient, at, event, started
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from buildevents import notifications, webhooks
 from buildevents.choices import DeliveryStatus
 from buildevents.models import BuildRun, Notification, WebhookDelivery, WebhookEndpoint
 from buildevents.services import sweep_stale_runs
-from tests.buildevents.conftest import at, event, started
+from tests.support.build_events import at, event, started
 
 pytestmark = pytest.mark.django_db
 

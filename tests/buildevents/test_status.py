@@ -11,7 +11,7 @@ from buildevents.choices import RunStatus
 from buildevents.models import BuildRun
 from buildevents.services import sweep_stale_runs
 from builds.choices import TokenScope
-from tests.buildevents.conftest import at, event, finished_run, started
+from tests.support.build_events import at, event, finished_run, started
 
 pytestmark = pytest.mark.django_db
 

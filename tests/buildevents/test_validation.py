@@ -3,7 +3,7 @@
 import pytest
 
 from buildevents.models import BuildRun
-from tests.buildevents.conftest import event
+from tests.support.build_events import event
 
 pytestmark = pytest.mark.django_db
 

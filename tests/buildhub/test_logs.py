@@ -12,7 +12,7 @@ from buildhub.logs import ContextFilter, JsonFormatter, TextFormatter
 from builds import registry
 from builds.engine.runner import run_next_job
 from tests.builds.engine_helpers import queue_jobs
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 
 def _logged_executor(context):

@@ -17,7 +17,7 @@ from builds.engine.runner import run_next_job
 from builds.engine.workers import reap_expired_leases
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 
 def scrape(client=None, **headers) -> str:

@@ -11,7 +11,7 @@ from builds.fairness import CYCLE
 from builds.limits import concurrency_limit
 from builds.models import EnterpriseLimit, FairnessCursor, Job
 from tests.builds.engine_helpers import queue_jobs, running, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 pytestmark = pytest.mark.django_db
 

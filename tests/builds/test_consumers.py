@@ -2,39 +2,31 @@
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
 
-from buildhub.asgi import application
 from builds.choices import JobStatus, LogLevel, MembershipRole, TokenScope
 from builds.consumers import PROTOCOL, Close
 from builds.engine import events, lifecycle, logs
 from builds.engine.claim import claim_next_job
 from builds.models import ApiToken, Job, Membership
-from builds.services import create_api_token, revoke_api_token
-from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from builds.services import revoke_api_token
+from tests.support.websocket import (
+    WAIT,
+    a_job,
+    a_token,
+    close_code,
+    communicator_for,
+    open_socket,
+    receive,
+    refused_with,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-WAIT = 10  # seconds a message may take on a busy machine; not an assertion of speed
 
 
 def log_lines(*messages):
     return [(timezone.now(), LogLevel.INFO, message) for message in messages]
-
-
-@sync_to_async
-def a_job(tier="pro", name="Watch Co"):
-    account = make_account(tier, name)
-    worker()
-    return queue_jobs(account)[0]
-
-
-@sync_to_async
-def a_token(account, scopes=(TokenScope.BUILDS_READ,)):
-    return create_api_token(account, name="watch", scopes=list(scopes)).secret
 
 
 @sync_to_async
@@ -54,39 +46,6 @@ def claim(job):
     claimed = claim_next_job("test-worker")
     assert claimed.pk == job.pk
     return claimed
-
-
-def communicator_for(
-    job_id, *, token=None, session=None, after=None, origin=b"http://localhost", protocols=()
-):
-    path = f"/ws/jobs/{job_id}/" + (f"?after={after}" if after is not None else "")
-    headers = [(b"host", b"localhost")]
-    if origin is not None:
-        headers.append((b"origin", origin))
-    if token is not None:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    if session is not None:
-        headers.append((b"cookie", f"sessionid={session}".encode()))
-    return WebsocketCommunicator(application, path, headers=headers, subprotocols=list(protocols))
-
-
-async def open_socket(job_id, **options):
-    communicator = communicator_for(job_id, **options)
-    connected, _ = await communicator.connect(timeout=WAIT)
-    assert connected
-    return communicator
-
-
-async def receive(communicator, count):
-    return [await communicator.receive_json_from(timeout=WAIT) for _ in range(count)]
-
-
-async def close_code(communicator):
-    """The code the server closed with; the client then completes the closing handshake."""
-    message = await communicator.receive_output(timeout=WAIT)
-    assert message["type"] == "websocket.close"
-    await communicator.disconnect(message["code"], timeout=WAIT)
-    return message["code"]
 
 
 async def test_snapshot_then_the_log_lines_after_the_given_seq():
@@ -256,13 +215,6 @@ async def test_a_token_may_come_as_a_subprotocol_for_browsers():
     assert (connected, subprotocol) == (True, PROTOCOL)
     assert snapshot["event"] == "snapshot"
     await communicator.disconnect()
-
-
-async def refused_with(job_id, **options):
-    communicator = communicator_for(job_id, **options)
-    connected, _ = await communicator.connect(timeout=WAIT)
-    assert connected  # accepted so that browsers see the code, then closed at once
-    return await close_code(communicator)
 
 
 async def test_refusals_close_with_a_code_that_says_why():

@@ -6,8 +6,8 @@ from asgiref.sync import sync_to_async
 from builds.choices import TERMINAL_STATES, JobStatus
 from builds.consumers import Close
 from tests.builds.engine_helpers import sleep_job
-from tests.builds.test_consumers import a_token, close_code, open_socket
-from tests.conftest import make_account
+from tests.support.accounts import make_account
+from tests.support.websocket import a_token, close_code, open_socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

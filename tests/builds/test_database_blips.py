@@ -12,7 +12,8 @@ from django.db import OperationalError
 from builds.choices import JobStatus
 from builds.engine import lifecycle, logs
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.builds.test_runner import (
+from tests.support.accounts import make_account
+from tests.support.runner import (
     grandchild_pid,
     logs_of,
     pid_alive,
@@ -20,7 +21,6 @@ from tests.builds.test_runner import (
     run_in_thread,
     run_one,
 )
-from tests.conftest import make_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from builds.engine.insight import ACCOUNT_BLOCKED, WORKER_STARTING, describe_job
 from builds.fairness import CLASSES_BY_RANK, claims_until_served, class_for_slot
 from builds.models import FairnessCursor, Job
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 
 # --- the pure claim-number rule ----------------------------------------------------------

@@ -10,7 +10,7 @@ from builds.engine.claim import claim_next_job
 from builds.engine.logs import REDACTED, append_logs
 from builds.models import BuildUsage, Job
 from tests.builds.engine_helpers import BUILD_KIND, queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 from tests.support.api import assert_error
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ from builds.choices import AddOnKind, PriorityClass, Tier
 from builds.limits import timeout_limit_minutes
 from builds.models import EnterpriseLimit, TimeoutAddOn
 from builds.tiers import TIERS
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 pytestmark = pytest.mark.django_db
 

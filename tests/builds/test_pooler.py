@@ -16,7 +16,7 @@ from builds.engine import lifecycle
 from builds.engine.claim import claim_next_job
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 from tests.support.pgbouncer import ADMIN_URL_ENV, POOL_SIZE_ENV, admin_console
 
 ADMIN_URL = os.environ.get(ADMIN_URL_ENV, "")

@@ -16,7 +16,7 @@ from builds.engine.claim import claim_next_job
 from builds.engine.runner import run_next_job
 from builds.models import Job, JobLog
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

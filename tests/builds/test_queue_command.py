@@ -10,7 +10,7 @@ from builds.choices import WorkerState
 from builds.engine.claim import claim_next_job
 from builds.models import Job, Worker
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 pytestmark = pytest.mark.django_db
 

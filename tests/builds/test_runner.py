@@ -1,15 +1,12 @@
 """The runner in this process: real child processes, real lease monitor, real database."""
 
 import datetime as dt
-import os
 import shutil
-import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from buildhub.errors import ServiceError
@@ -27,26 +24,12 @@ from builds.engine.workspaces import (
     sweep_workspaces,
     workspace_root,
 )
-from builds.models import FairnessCursor, Job, JobLog, Worker
+from builds.models import FairnessCursor, Job, Worker
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
+from tests.support.accounts import make_account
+from tests.support.runner import grandchild_pid, logs_of, pid_alive, reload, run_in_thread, run_one
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie has exited: it is not running
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def tree_executor(context):
-    """A tool that starts a grandchild and then waits: both must die on timeout or cancel."""
-    pid_file = context.workspace / "grandchild.pid"
-    context.run(["sh", "-c", f"sleep 120 & echo $! > {pid_file}; echo started; wait"], trusted=True)
 
 
 def secret_executor(context):
@@ -63,7 +46,6 @@ def secret_executor(context):
     )
 
 
-registry.register_kind("test.tree", tree_executor)
 registry.register_kind("test.secret", secret_executor)
 
 
@@ -80,40 +62,6 @@ registry.register_kind("test.drain-own-worker", drain_own_worker_executor)
 def account(db):
     worker("ghost")  # a worker that claims jobs in tests and never runs them
     return make_account("enterprise", "Runner Co")
-
-
-def run_one():
-    return run_next_job()
-
-
-def reload(job):
-    return Job.objects.get(pk=job.pk)
-
-
-def logs_of(job):
-    return list(JobLog.objects.filter(job=job).order_by("seq").values_list("seq", "message"))
-
-
-def grandchild_pid(job) -> int:
-    for _ in range(100):
-        for path in workspace_root().glob(f"{WORKSPACE_PREFIX}{job.pk}-*/grandchild.pid"):
-            text = path.read_text().strip()
-            if text:
-                return int(text)
-        time.sleep(0.05)
-    raise AssertionError("the grandchild never started")
-
-
-def run_in_thread():
-    def target():
-        try:
-            run_next_job()
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread
 
 
 def wait_for_status(job, status, seconds=20):

@@ -20,7 +20,7 @@ from builds.engine.runner import run_next_job
 from builds.engine.workspaces import WORKSPACE_PREFIX, workspace_root
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 

@@ -6,7 +6,7 @@ from django.db import connection
 
 from builds.models import BuildUsage
 from builds.services import QuotaExhausted, consume_monthly_build, month_start, next_month_start
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 
 @pytest.mark.django_db

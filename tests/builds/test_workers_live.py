@@ -17,7 +17,7 @@ from buildhub.embedded_redis import EmbeddedRedis
 from builds.choices import JobStatus, WorkerState
 from builds.models import Job, Worker
 from tests.builds.engine_helpers import sleep_job
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 from tests.support.live import all_ended, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

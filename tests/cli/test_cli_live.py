@@ -17,8 +17,8 @@ from builds.choices import JobStatus
 from builds.models import Job
 from builds.services import create_api_token
 from publishing.models import Release
-from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app
+from tests.support.accounts import make_account
 from tests.support.live import running_stack
 
 pytestmark = [

@@ -11,7 +11,7 @@ from buildhub_cli.cli import send_source
 from builds.services import create_api_token
 from publishing.models import SourceUpload
 from tests.publishing.ota_helpers import make_app
-from tests.storage.test_s3 import source_archive
+from tests.support.sources import source_archive
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the live server reads what we write
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from builds.choices import JobStatus
 from builds.models import Job
 from tests.builds.engine_helpers import queue_jobs
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 from tests.support.live import running_stack
 from tests.support.net import free_port
 

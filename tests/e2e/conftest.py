@@ -10,17 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import OperationalError
 from django.test import TransactionTestCase
 
+from tests.support.browser import STAFF_PASSWORD, VIEWPORTS
 from tests.support.live import running_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = settings.VAR_DIR / "screenshots"
-VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-STAFF_PASSWORD = "operator-pass-123"
 
 
 def chromium() -> Path:
@@ -104,26 +101,3 @@ def page(browser, live_stack, viewport):
     page.set_default_timeout(20_000)
     yield page
     context.close()
-
-
-def log_in(page, username="operator", password=STAFF_PASSWORD) -> None:
-    page.goto("/admin/login/?next=/admin/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("input[type=submit]")
-    page.wait_for_url("**/admin/")
-
-
-def screenshot(page, name: str, viewport: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}-{viewport}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def screenshot_both(page, name: str) -> None:
-    """The page at 1280x800 and on a 390-px-wide phone, for tests that run on one viewport."""
-    for viewport, size in VIEWPORTS.items():
-        page.set_viewport_size(size)
-        screenshot(page, name, viewport)
-    page.set_viewport_size(VIEWPORTS["desktop"])

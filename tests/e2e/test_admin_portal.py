@@ -14,8 +14,8 @@ from playwright.sync_api import expect
 from builds.choices import JobStatus, PriorityClass
 from builds.models import EnterpriseLimit, HeatUp, Job, Worker
 from tests.builds.engine_helpers import queue_jobs
-from tests.conftest import make_account
-from tests.e2e.conftest import log_in, screenshot, screenshot_both
+from tests.support.accounts import make_account
+from tests.support.browser import log_in, screenshot, screenshot_both
 
 # Sequences restart with each test, so the content types the live server cached keep their ids.
 pytestmark = [pytest.mark.django_db(transaction=True, reset_sequences=True), pytest.mark.toolchain]

@@ -18,9 +18,9 @@ from publishing import artifacts
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact
 from tests.builds.engine_helpers import queue_jobs, worker
-from tests.conftest import make_account
-from tests.e2e.conftest import log_in, screenshot_both
-from tests.publishing.conftest import finished_ota_build
+from tests.support.accounts import make_account
+from tests.support.browser import log_in, screenshot_both
+from tests.support.publishing import finished_ota_build
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, reset_sequences=True),

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 from builds.models import Job
 from publishing import releases
 from tests.builds.engine_helpers import BUILD_KIND, queue_jobs
-from tests.publishing.conftest import finished_ota_build
 from tests.support.api import assert_error
+from tests.support.publishing import finished_ota_build
 
 pytestmark = pytest.mark.django_db
 

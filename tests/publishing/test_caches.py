@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from publishing import caches
-from tests.conftest import make_account
+from tests.support.accounts import make_account
 
 pytestmark = pytest.mark.django_db
 

@@ -10,15 +10,13 @@ import pytest
 from django.test import Client
 
 from builds.engine.runner import run_next_job
-from publishing import codepush, releases, semver
+from publishing import releases, semver
 from publishing.models import Artifact, Release, UpdateReport
-from tests.publishing.conftest import finished_ota_build
 from tests.support.api import assert_error
+from tests.support.codepush import BUNDLE, BUNDLE_2, key_of, publish
+from tests.support.publishing import finished_ota_build
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-BUNDLE = b"\xc6\x1f\xbc\x03 codepush bundle one " + bytes(range(256)) * 4
-BUNDLE_2 = b"\xc6\x1f\xbc\x03 codepush bundle two " + bytes(range(256)) * 5
 
 
 # --- binary version ranges ------------------------------------------------------------------
@@ -59,20 +57,6 @@ def test_a_range_or_version_it_cannot_read_is_refused():
 
 
 # --- the API ----------------------------------------------------------------------------------
-def publish(app, tmp_path, content=BUNDLE, **options):
-    job, _, _ = finished_ota_build(app, "android", content=content, tmp_path=tmp_path)
-    version = releases.create_version(app, [job.pk])
-    publish_job, _ = releases.request_publish(version, "production", **options)
-    assert run_next_job() == str(publish_job.pk)
-    return version
-
-
-def key_of(app, env="production", platform="android") -> str:
-    return next(
-        d.key for d in codepush.deployments_of(app) if d.env == env and d.platform == platform
-    )
-
-
 def check(key, app_version="1.0.0", **more) -> dict:
     response = Client().get(
         "/v0.1/public/codepush/update_check",

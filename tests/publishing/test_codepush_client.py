@@ -4,16 +4,13 @@ then the download and deploy reports it sends."""
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from publishing.models import UpdateReport
-from tests.publishing.test_codepush import BUNDLE, BUNDLE_2, key_of, publish
+from tests.support.codepush import BUNDLE, BUNDLE_2, CLIENT, key_of, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CLIENT = Path(__file__).resolve().parents[1] / "clients" / "codepush_client.js"
 
 
 def sdk(live_server, key, app_version="1.0.0", current=None, client="device-1", report=False):

@@ -14,9 +14,8 @@ from django.test import Client
 from publishing import artifacts, device_limits
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App
-from tests.publishing.conftest import finished_ota_build
-from tests.publishing.test_codepush import key_of
-from tests.publishing.test_codepush_client import CLIENT
+from tests.support.codepush import CLIENT, key_of
+from tests.support.publishing import finished_ota_build
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from tests.publishing.test_expo_updates import ask, parts_of, publish
+from tests.support.expo import ask, parts_of, publish
 
 # The real client library under Node (make clients): integration.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]

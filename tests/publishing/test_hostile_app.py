@@ -25,8 +25,8 @@ from publishing import caches
 from publishing.choices import ArtifactKind
 from publishing.models import Artifact
 from publishing.secrets import set_secret
-from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+from tests.support.accounts import make_account
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]
 

@@ -23,8 +23,8 @@ from builds.models import EnterpriseLimit, Job
 from publishing import ota, releases
 from publishing.choices import ArtifactKind, Visibility
 from publishing.models import App, Artifact
-from tests.conftest import make_account
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+from tests.support.accounts import make_account
 from tests.support.live import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.toolchain]

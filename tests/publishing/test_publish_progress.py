@@ -8,8 +8,8 @@ from asgiref.sync import sync_to_async
 from builds.consumers import Close
 from builds.engine.runner import run_next_job
 from publishing import releases
-from tests.builds.test_consumers import WAIT, a_token, open_socket, receive
-from tests.publishing.conftest import finished_ota_build
+from tests.support.publishing import finished_ota_build
+from tests.support.websocket import WAIT, a_token, open_socket, receive
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,9 +15,9 @@ from publishing import artifacts, releases
 from publishing.choices import VersionStatus
 from publishing.models import App, Artifact, Device, Release, Version
 from tests.builds.engine_helpers import held_lease
-from tests.conftest import make_account
-from tests.publishing.conftest import finished_ota_build
+from tests.support.accounts import make_account
 from tests.support.api import assert_error
+from tests.support.publishing import finished_ota_build
 from tests.support.s3 import RUN_ON_S3
 
 

@@ -12,8 +12,8 @@ from builds.engine.runner import run_next_job
 from builds.models import Job
 from publishing import releases, runtime
 from publishing.models import App
-from tests.publishing.conftest import finished_ota_build
 from tests.publishing.ota_helpers import copy_fixture, make_app, request_ota, upload_source
+from tests.support.publishing import finished_ota_build
 
 
 def app_json(tmp_path, expo: dict, platform="android") -> str:

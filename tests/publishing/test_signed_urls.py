@@ -6,9 +6,9 @@ import pytest
 from django.core import signing
 from rest_framework.test import APIClient
 
-from tests.publishing.conftest import finished_ota_build
 from tests.support.api import assert_error
 from tests.support.live import run_django
+from tests.support.publishing import finished_ota_build
 from tests.support.s3 import RUN_ON_S3
 
 

@@ -18,9 +18,9 @@ from builds.engine.submit import submit_job
 from builds.models import Job, JobLog
 from publishing import hosts, sources
 from publishing.models import SourceUpload
-from tests.conftest import make_account
 from tests.publishing.archives import zip_bytes
 from tests.publishing.git_server import GitHttpServer, make_repository
+from tests.support.accounts import make_account
 
 pytestmark = pytest.mark.django_db(transaction=True)
 KIND = "test.materialize"

@@ -13,7 +13,7 @@ from builds.engine.runner import run_next_job
 from publishing import checkins, codepush, device_limits, edge, expo, releases, signing
 from publishing.asgi import UpdateCheckEdge
 from publishing.models import AppSigningKey, DeviceCheckin, Release
-from tests.publishing.conftest import finished_ota_build
+from tests.support.publishing import finished_ota_build
 
 CHECK = "/api/v1/updates/check?app=shop&platform=android&runtime_version=1.0.0"
 PER_RESPONSE = {b"date", b"server", b"X-Request-ID"}

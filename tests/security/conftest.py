@@ -9,8 +9,8 @@ from builds.choices import JobStatus
 from builds.models import Job
 from publishing import releases, signing
 from publishing.models import App
-from tests.conftest import make_account
-from tests.publishing.conftest import finished_ota_build, tmp_storage  # noqa: F401
+from tests.support.accounts import make_account
+from tests.support.publishing import finished_ota_build
 
 
 class Victim:
@@ -40,7 +40,7 @@ class Victim:
 
 
 @pytest.fixture
-def victim(db, tmp_storage, api_client_for, clear_cache):  # noqa: F811
+def victim(db, tmp_storage, api_client_for, clear_cache):
     account = make_account("pro", "Victim Holdings")
     app = App.objects.create(
         account=account,

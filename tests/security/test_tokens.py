@@ -18,9 +18,9 @@ from builds.choices import TokenScope
 from builds.consumers import Close
 from builds.models import ApiToken
 from builds.services import create_api_token, revoke_api_token
-from tests.builds.test_consumers import a_job, a_token, close_code, refused_with
 from tests.security.endpoints import TOKEN_OPERATIONS, WRITE_METHODS, fill
 from tests.support.api import assert_error
+from tests.support.websocket import a_job, a_token, close_code, refused_with
 
 GET_OPERATIONS = [op for op in TOKEN_OPERATIONS if op[1] == "get"]
 

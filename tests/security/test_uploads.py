@@ -11,8 +11,8 @@ import pytest
 
 from builds.tiers import TIERS
 from publishing.models import SourceUpload
-from tests.publishing.test_sources import HOSTILE, SMALL, upload
 from tests.support.api import assert_error
+from tests.support.sources import HOSTILE, SMALL, upload
 
 pytestmark = pytest.mark.django_db
 

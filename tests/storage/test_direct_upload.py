@@ -12,10 +12,10 @@ from django.utils import timezone
 
 from builds.choices import Tier
 from publishing.models import SourceUpload
-from tests.conftest import make_account
 from tests.publishing.ota_helpers import make_app
-from tests.storage.test_s3 import source_archive
+from tests.support.accounts import make_account
 from tests.support.api import assert_error
+from tests.support.sources import source_archive
 
 pytestmark = pytest.mark.django_db
 

@@ -2,8 +2,6 @@
 who can read it, what the sweeps remove, and what callers see when S3 cannot be used."""
 
 import datetime as dt
-import io
-import tarfile
 
 import pytest
 import requests
@@ -17,10 +15,11 @@ from buildhub.errors import ServiceError
 from builds.engine.runner import run_next_job
 from publishing import artifacts, releases, sources
 from publishing.models import Artifact, SourceUpload
-from tests.conftest import make_account
-from tests.publishing.conftest import finished_ota_build
 from tests.publishing.ota_helpers import make_app
+from tests.support.accounts import make_account
 from tests.support.api import assert_error
+from tests.support.publishing import finished_ota_build
+from tests.support.sources import source_archive
 
 pytestmark = pytest.mark.django_db
 
@@ -28,16 +27,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def app(pro_account):
     return make_app(pro_account)
-
-
-def source_archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        content = b'{"name": "shop"}'
-        entry = tarfile.TarInfo("shop/package.json")
-        entry.size = len(content)
-        archive.addfile(entry, io.BytesIO(content))
-    return buffer.getvalue()
 
 
 def upload(client, data: bytes):
