@@ -8,7 +8,8 @@ from buildevents.models import BuildRun
 from builds.choices import JobStatus
 from builds.models import Job
 from publishing import releases, signing
-from publishing.models import App
+from publishing.choices import SourceState
+from publishing.models import App, SourceUpload
 from tests.support.accounts import make_account
 from tests.support.publishing import finished_ota_build
 
@@ -16,7 +17,9 @@ from tests.support.publishing import finished_ota_build
 class Victim:
     """One account's objects of every kind an object endpoint names, and its own client."""
 
-    def __init__(self, account, client, app, version, build, artifact, queued_job, build_run):
+    def __init__(
+        self, account, client, app, version, build, artifact, queued_job, build_run, upload
+    ):
         self.account = account
         self.client = client
         self.app = app
@@ -25,6 +28,7 @@ class Victim:
         self.artifact = artifact
         self.queued_job = queued_job
         self.build_run = build_run
+        self.upload = upload
 
     def markers(self) -> list[str]:
         """Strings that appear in any answer that leaks one of these objects."""
@@ -36,6 +40,7 @@ class Victim:
             str(self.artifact.pk),
             str(self.queued_job.pk),
             str(self.build_run.run_id),
+            str(self.upload.pk),
         ]
 
 
@@ -64,8 +69,17 @@ def victim(db, tmp_storage, api_client_for, clear_cache):
     build_run = BuildRun.objects.create(
         run_id=uuid.uuid4(), account=account, command="npm run build", started_at=timezone.now()
     )
+    upload = SourceUpload.objects.create(  # a direct upload not completed yet
+        account=account,
+        app=app,
+        storage_key=f"sources/{account.slug}/{app.slug}/victim.tar.gz",
+        size=1024,
+        sha256="",
+        state=SourceState.PENDING,
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+    )
     client = api_client_for(account)
-    return Victim(account, client, app, version, build, bundle, queued_job, build_run)
+    return Victim(account, client, app, version, build, bundle, queued_job, build_run, upload)
 
 
 @pytest.fixture

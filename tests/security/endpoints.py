@@ -42,6 +42,7 @@ OBJECT_FOR = {
     ("packages", "artifact_id"): lambda v: v.artifact.pk,
     ("{env}", "platform"): lambda v: "android",
     ("assets", "artifact_id"): lambda v: v.artifact.pk,
+    ("sources", "upload_id"): lambda v: v.upload.pk,
 }
 
 

@@ -42,7 +42,7 @@ def test_hostile_archives_are_refused_and_nothing_is_written(case, upload_dirs, 
 
     error = assert_error(response, 400, "invalid_archive")
     assert reason in error["message"]
-    assert not SourceUpload.objects.exists()
+    assert list(SourceUpload.objects.all()) == [victim.upload]  # its pending one only
     assert files_under(upload_dirs) == before  # no stored copy, no spool file left
     assert not any(name.endswith("evil.txt") for name in files_under(upload_dirs.parent))
 
@@ -57,5 +57,5 @@ def test_an_oversized_upload_is_413_and_nothing_is_written(size, upload_dirs, vi
     response = upload(victim.client, os.urandom(size), slug=victim.app.slug)
 
     assert_error(response, 413, "payload_too_large")
-    assert not SourceUpload.objects.exists()
+    assert list(SourceUpload.objects.all()) == [victim.upload]  # its pending one only
     assert files_under(upload_dirs) == before
